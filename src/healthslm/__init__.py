@@ -1,0 +1,1 @@
+"""healthslm: small language models for health prediction, as a DVC pipeline."""

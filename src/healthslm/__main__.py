@@ -1,0 +1,3 @@
+from healthslm.cli import main
+
+main()

@@ -1,0 +1,109 @@
+"""The `healthslm` command: one subcommand per pipeline stage (see dvc.yaml)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from healthslm.errors import HealthSLMError
+from healthslm.params import PARAMS_FILE, load_params
+
+params_option = click.option(
+    "--params", "params_file", type=click.Path(path_type=Path), default=PARAMS_FILE, show_default=True,
+    help="The params file to read.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Benchmark, fine-tune and deploy small language models for health prediction.
+
+    Each subcommand is one stage of the DVC pipeline (dvc.yaml); run them through `dvc repro`.
+    """
+
+
+@cli.command()
+@click.option("--dataset", "datasets", multiple=True, help="Dataset to fetch (repeatable); default: all.")
+@click.option("--mirror", envvar="HEALTHSLM_DATA_MIRROR", default=None,
+              help="A folder or http(s) URL laid out as <mirror>/<dataset>/<file>; env HEALTHSLM_DATA_MIRROR.")
+@click.option("--dest", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
+def fetch(datasets: tuple[str, ...], mirror: str | None, dest: Path) -> None:
+    """Download the pinned raw datasets into data/, verifying every sha256."""
+    from healthslm.data.fetch import fetch as run
+
+    written = run(list(datasets) or None, dest, mirror, echo=click.echo)
+    click.echo(f"{written} file(s) written to {dest}/")
+
+
+@cli.command()
+@params_option
+def prepare(params_file: Path) -> None:
+    """Turn the raw files into instruction records (JSONL) under artifacts/records/."""
+    from healthslm.prepare import prepare as run
+
+    run(load_params(params_file), echo=click.echo)
+
+
+@cli.command()
+@params_option
+def validate(params_file: Path) -> None:
+    """Great Expectations gate over the records; Data Docs in reports/data_docs/."""
+    from healthslm.validate import validate as run
+
+    run(load_params(params_file), echo=click.echo)
+
+
+@cli.command()
+@params_option
+def evaluate(params_file: Path) -> None:
+    """Score every eval example with the model and the baselines; write reports/metrics.json."""
+    from healthslm.evaluate import evaluate as run
+
+    run(load_params(params_file), echo=click.echo)
+
+
+@cli.command()
+@params_option
+def report(params_file: Path) -> None:
+    """Write reports/report.md from metrics, validation and params."""
+    from healthslm.report import report as run
+
+    run(load_params(params_file), echo=click.echo)
+
+
+@cli.command("check-params")
+@params_option
+def check_params(params_file: Path) -> None:
+    """Validate params.yaml against the schema and print the resolved model."""
+    from healthslm.models.registry import resolve_model
+
+    params = load_params(params_file)
+    preset = resolve_model(params.model)
+    click.echo(f"{params_file}: ok; model {params.model} -> {preset.source} {preset.hf_id or preset.local_path}")
+
+
+@cli.command()
+def models() -> None:
+    """List the model presets."""
+    from healthslm.models.registry import load_preset, preset_names
+
+    for name in preset_names():
+        preset = load_preset(name)
+        click.echo(f"{name:14} {preset.source:5} {preset.hf_id}")
+
+
+def main() -> None:
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    try:
+        cli.main(standalone_mode=False)
+    except HealthSLMError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)

@@ -1,0 +1,1 @@
+"""Raw datasets: where they come from (sources.yaml) and how they are fetched."""
