@@ -30,7 +30,14 @@ def pmdata_features(text: str) -> list[float]:
         if values.size == 0:
             features += [np.nan] * 5 + [0.0]
         else:
-            features += [values.mean(), values.std(), values.min(), values.max(), values[-1], float(values.size)]
+            features += [
+                values.mean(),
+                values.std(),
+                values.min(),
+                values.max(),
+                values[-1],
+                float(values.size),
+            ]
     mood = _MOOD.search(text)
     features.append(float(mood.group(1)) if mood else np.nan)
     return features

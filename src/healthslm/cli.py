@@ -12,7 +12,11 @@ from healthslm.errors import HealthSLMError
 from healthslm.params import PARAMS_FILE, load_params
 
 params_option = click.option(
-    "--params", "params_file", type=click.Path(path_type=Path), default=PARAMS_FILE, show_default=True,
+    "--params",
+    "params_file",
+    type=click.Path(path_type=Path),
+    default=PARAMS_FILE,
+    show_default=True,
     help="The params file to read.",
 )
 
@@ -27,8 +31,12 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--dataset", "datasets", multiple=True, help="Dataset to fetch (repeatable); default: all.")
-@click.option("--mirror", envvar="HEALTHSLM_DATA_MIRROR", default=None,
-              help="A folder or http(s) URL laid out as <mirror>/<dataset>/<file>; env HEALTHSLM_DATA_MIRROR.")
+@click.option(
+    "--mirror",
+    envvar="HEALTHSLM_DATA_MIRROR",
+    default=None,
+    help="A folder or http(s) URL laid out as <mirror>/<dataset>/<file>; env HEALTHSLM_DATA_MIRROR.",
+)
 @click.option("--dest", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
 def fetch(datasets: tuple[str, ...], mirror: str | None, dest: Path) -> None:
     """Download the pinned raw datasets into data/, verifying every sha256."""
@@ -82,7 +90,9 @@ def check_params(params_file: Path) -> None:
 
     params = load_params(params_file)
     preset = resolve_model(params.model)
-    click.echo(f"{params_file}: ok; model {params.model} -> {preset.source} {preset.hf_id or preset.local_path}")
+    click.echo(
+        f"{params_file}: ok; model {params.model} -> {preset.source} {preset.hf_id or preset.local_path}"
+    )
 
 
 @cli.command()

@@ -33,7 +33,9 @@ def _load_split(spec: TaskSpec, split: str, records_dir: Path) -> list[dict]:
     return read_jsonl(records_path(records_dir, spec.dataset, spec.name, split))
 
 
-def _predict(scorer: LabelScorer, spec: TaskSpec, records: list[dict], use_chat: bool) -> tuple[list[dict], list[float]]:
+def _predict(
+    scorer: LabelScorer, spec: TaskSpec, records: list[dict], use_chat: bool
+) -> tuple[list[dict], list[float]]:
     continuations = [answer_continuation(label) for label in spec.label_space]
     rows, latencies = [], []
     for record in track(records, description=f"{spec.key:>22}", transient=True):
@@ -74,7 +76,9 @@ def _efficiency(latencies: list[float], wall: float, model, preset: ModelPreset)
     }
 
 
-def task_metrics(spec: TaskSpec, rows: list[dict], train: list[dict], test: list[dict], params: Params) -> dict:
+def task_metrics(
+    spec: TaskSpec, rows: list[dict], train: list[dict], test: list[dict], params: Params
+) -> dict:
     gold = [row["gold"] for row in rows]
     systems = {"model": [row["answer"] for row in rows]}
     systems |= baseline_predictions(spec, train, test, params.base.seed)
@@ -85,12 +89,19 @@ def task_metrics(spec: TaskSpec, rows: list[dict], train: list[dict], test: list
     return result
 
 
-def evaluate(params: Params, records_dir: Path = RECORDS_DIR, out_dir: Path = PREDICTIONS_DIR,
-             metrics_file: Path = METRICS_FILE, echo=print) -> dict:
+def evaluate(
+    params: Params,
+    records_dir: Path = RECORDS_DIR,
+    out_dir: Path = PREDICTIONS_DIR,
+    metrics_file: Path = METRICS_FILE,
+    echo=print,
+) -> dict:
     preset = resolve_model(params.model)
     torch.manual_seed(params.base.seed)
     model, tokenizer = load_model_and_tokenizer(preset, dtype=torch.float32)
-    use_chat = params.eval.chat_template and preset.chat_template == "tokenizer" and bool(tokenizer.chat_template)
+    use_chat = (
+        params.eval.chat_template and preset.chat_template == "tokenizer" and bool(tokenizer.chat_template)
+    )
     # bf16 autocast measured slower than fp32 for prefill-bound scoring on this CPU, so "auto" means fp32.
     scorer = LabelScorer(model, tokenizer, autocast_bf16=params.eval.dtype == "bfloat16")
     results: dict = {}

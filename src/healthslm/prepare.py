@@ -29,7 +29,9 @@ def _read_json_rows(path: Path) -> list[dict]:
     except UnicodeDecodeError as exc:
         raise HealthSLMError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
-        raise HealthSLMError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        raise HealthSLMError(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
     if not isinstance(rows, list) or not rows:
         raise HealthSLMError(f"{path}: expected a non-empty JSON list of records")
     return rows
@@ -39,7 +41,9 @@ def _label_from_answer(spec: TaskSpec, answer: str, where: str) -> int | float |
     match = re.fullmatch(re.escape(spec.answer_prefix) + r"\s*(.+?)\.?\s*", answer)
     if not match or match.group(1) not in spec.label_space:
         allowed = ", ".join(spec.label_space)
-        raise HealthSLMError(f"{where}: field 'answer' = {answer!r} is not '{spec.answer_prefix} <{allowed}>.'")
+        raise HealthSLMError(
+            f"{where}: field 'answer' = {answer!r} is not '{spec.answer_prefix} <{allowed}>.'"
+        )
     return spec.parse_label(match.group(1))
 
 

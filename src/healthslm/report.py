@@ -16,8 +16,12 @@ from healthslm.tasks import TASKS, TaskSpec
 from healthslm.validate import DOCS_DIR, SUMMARY_FILE
 
 REPORT_FILE = Path("reports/report.md")
-PAPER_COLUMNS = {"pmdata_stress": "STRS", "pmdata_readiness": "READ", "pmdata_fatigue": "FATG",
-                 "pmdata_sleep_quality": "SQ"}
+PAPER_COLUMNS = {
+    "pmdata_stress": "STRS",
+    "pmdata_readiness": "READ",
+    "pmdata_fatigue": "FATG",
+    "pmdata_sleep_quality": "SQ",
+}
 
 
 def paper_reference() -> dict[tuple[str, str], dict[str, str]]:
@@ -63,7 +67,8 @@ def results_table(metrics: dict, params: Params, paper_model: str | None) -> lis
 
 def efficiency_table(efficiency: dict) -> list[str]:
     return [
-        "| examples | examples/s | mean latency (s) | p95 latency (s) | peak RSS (MB) | params (M) | disk (MB) |",
+        "| examples | examples/s | mean latency (s) | p95 latency (s) | peak RSS (MB) | params (M) "
+        "| disk (MB) |",
         "|--:|--:|--:|--:|--:|--:|--:|",
         "| {examples} | {examples_per_s} | {latency_mean_s} | {latency_p95_s} | {peak_rss_mb} | {params_m} "
         "| {disk_mb} |".format(**efficiency),
@@ -109,8 +114,13 @@ def render(params: Params, metrics: dict, validation: dict) -> str:
     return "\n".join(lines)
 
 
-def report(params: Params, metrics_file: Path = METRICS_FILE, validation_file: Path = SUMMARY_FILE,
-           out_file: Path = REPORT_FILE, echo=print) -> None:
+def report(
+    params: Params,
+    metrics_file: Path = METRICS_FILE,
+    validation_file: Path = SUMMARY_FILE,
+    out_file: Path = REPORT_FILE,
+    echo=print,
+) -> None:
     metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
     validation = json.loads(validation_file.read_text(encoding="utf-8"))
     write_text(out_file, render(params, metrics, validation))

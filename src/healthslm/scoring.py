@@ -31,21 +31,21 @@ class LabelScorer:
     def __init__(self, model, tokenizer, autocast_bf16: bool = False):
         self.model = model
         self.tokenizer = tokenizer
-        self.autocast = (
-            torch.autocast("cpu", dtype=torch.bfloat16) if autocast_bf16 else nullcontext()
-        )
+        self.autocast = torch.autocast("cpu", dtype=torch.bfloat16) if autocast_bf16 else nullcontext()
 
     def _encode(self, text: str, special: bool) -> list[int]:
         return self.tokenizer(text, add_special_tokens=special).input_ids
 
-    def tokenize(self, context: str, continuations: list[str], special: bool) -> tuple[list[int], list[list[int]]]:
+    def tokenize(
+        self, context: str, continuations: list[str], special: bool
+    ) -> tuple[list[int], list[list[int]]]:
         ctx = self._encode(context, special)
         conts = []
         for cont in continuations:
             joint = self._encode(context + cont, special)
             # Prefer the joint tokenization (how the text would really be read); fall back if it merges
             # across the boundary.
-            conts.append(joint[len(ctx):] if joint[: len(ctx)] == ctx else self._encode(cont, False))
+            conts.append(joint[len(ctx) :] if joint[: len(ctx)] == ctx else self._encode(cont, False))
         return ctx, conts
 
     @torch.inference_mode()
@@ -55,16 +55,18 @@ class LabelScorer:
         shared = _common_prefix(conts)
         prefix = ctx + shared
         with self.autocast:
-            out = self.model(
-                input_ids=torch.tensor([prefix]), use_cache=True, logits_to_keep=len(shared) + 1
-            )
+            out = self.model(input_ids=torch.tensor([prefix]), use_cache=True, logits_to_keep=len(shared) + 1)
         logp = torch.log_softmax(out.logits[0].float(), dim=-1)
         base = sum(logp[i, tok].item() for i, tok in enumerate(shared))
-        suffixes = [c[len(shared):] for c in conts]
+        suffixes = [c[len(shared) :] for c in conts]
         scores = [base + logp[-1, s[0]].item() for s in suffixes]
         longer = [i for i, s in enumerate(suffixes) if len(s) > 1]
         if longer:
-            for i, extra in zip(longer, self._score_tails(out.past_key_values, len(prefix), [suffixes[i] for i in longer]), strict=True):
+            for i, extra in zip(
+                longer,
+                self._score_tails(out.past_key_values, len(prefix), [suffixes[i] for i in longer]),
+                strict=True,
+            ):
                 scores[i] += extra
         return scores
 
@@ -75,7 +77,7 @@ class LabelScorer:
         ids = torch.tensor([s + [pad] * (width - len(s)) for s in suffixes])
         mask = torch.ones(len(suffixes), prefix_len + width, dtype=torch.long)
         for row, s in enumerate(suffixes):
-            mask[row, prefix_len + len(s):] = 0  # right padding: never attended by real tokens
+            mask[row, prefix_len + len(s) :] = 0  # right padding: never attended by real tokens
         cache.batch_repeat_interleave(len(suffixes))
         with self.autocast:
             out = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True)

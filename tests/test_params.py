@@ -1,0 +1,70 @@
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from healthslm.errors import HealthSLMError
+from healthslm.params import Params, load_params, parse_params
+
+
+def test_project_params_file_is_valid():
+    from tests.conftest import ROOT
+
+    params = load_params(ROOT / "params.yaml")
+    assert params.model == "smollm2-135m"
+    assert params.eval.limit and params.eval.limit > 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"eval": {"mode": "zz"}}, "eval.mode: Input should be 'zs' (got 'zz')"),
+        ({"eval": {"limit": "many"}}, "eval.limit: Input should be a valid integer"),
+        ({"eval": {"limt": 3}}, "unknown key 'eval.limt'"),
+        ({"trian": {}}, "unknown key 'trian'"),
+        (
+            {"data": {"datasets": ["pmdata", "nope"]}},
+            "data.datasets.1: Input should be 'pmdata' (got 'nope')",
+        ),
+        ({"eval": {"limit": 0}}, "eval.limit: Input should be greater than 0"),
+    ],
+)
+def test_bad_values_name_the_key_and_what_is_allowed(raw, expected):
+    with pytest.raises(HealthSLMError) as info:
+        parse_params(raw, "params.yaml")
+    assert str(info.value).startswith("params.yaml: ")
+    assert expected in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_empty_file_means_defaults():
+    assert parse_params(None) == Params()
+
+
+def test_cli_reports_bad_params_in_one_line_without_traceback(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump({"eval": {"strategy": "guess"}}))
+    result = subprocess.run(
+        [sys.executable, "-m", "healthslm", "check-params", "--params", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "eval.strategy" in lines[0] and "'score'" in lines[0] and "'guess'" in lines[0]
+
+
+def test_cli_reports_invalid_yaml(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("eval: [unclosed\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "healthslm", "check-params", "--params", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1 and "not valid YAML" in result.stderr and "Traceback" not in result.stderr

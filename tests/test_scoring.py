@@ -1,0 +1,54 @@
+"""Likelihood scoring with the real embedded model: the cached fast path equals a brute-force pass."""
+
+import pytest
+import torch
+
+from healthslm.io import read_jsonl
+from healthslm.prompts import answer_continuation, build_context, seed_question
+from healthslm.scoring import LabelScorer, _common_prefix
+from healthslm.tasks import TASKS
+
+
+def _brute_force(model, tokenizer, context, continuations, special):
+    ctx = tokenizer(context, add_special_tokens=special).input_ids
+    scores = []
+    for cont in continuations:
+        full = tokenizer(context + cont, add_special_tokens=special).input_ids
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(torch.tensor([full])).logits[0].float(), -1)
+        scores.append(sum(logp[j - 1, full[j]].item() for j in range(len(ctx), len(full))))
+    return scores
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_fast_scores_equal_brute_force(embedded, pmdata_records, chat):
+    model, tokenizer = embedded
+    spec = TASKS["pmdata_readiness"]  # 0..10: "10" has one token more than the others
+    record = read_jsonl(pmdata_records / "pmdata" / "readiness.eval.jsonl")[0]
+    context = build_context(record, spec, tokenizer, chat)
+    continuations = [answer_continuation(label) for label in spec.label_space]
+    fast = LabelScorer(model, tokenizer).score(context, continuations, special_tokens=not chat)
+    slow = _brute_force(model, tokenizer, context, continuations, not chat)
+    assert fast == pytest.approx(slow, abs=2e-3)
+    assert len(set(round(s, 3) for s in fast)) > 5  # the scores really differ between labels
+
+
+def test_seed_prompt_is_byte_for_byte(embedded, pmdata_records):
+    _, tokenizer = embedded
+    record = read_jsonl(pmdata_records / "pmdata" / "fatigue.eval.jsonl")[0]
+    context = build_context(record, TASKS["pmdata_fatigue"], tokenizer, use_chat_template=False)
+    assert context.startswith(
+        "You are a personalized healthcare agent trained to predict fatigue score which ranges from 0 to 5 "
+        'based on physiological data and user information. The recent "14"-days sensor readings show: '
+        '[Steps]: ["4955.0", "6495.0", "1460.0"] steps, [Burned Calorories]: ["458.0"'
+    )
+    assert context.endswith(
+        '[Mood]: "4" out of "5"; What would be the predicted fatigue? The predicted fatigue level is'
+    )
+    assert seed_question(record) in context
+
+
+def test_common_prefix_keeps_one_token_for_every_candidate():
+    assert _common_prefix([[1, 2, 3], [1, 2, 4]]) == [1, 2]
+    assert _common_prefix([[1, 2], [1, 2, 3]]) == [1]
+    assert _common_prefix([[5], [6]]) == []

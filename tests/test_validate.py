@@ -1,0 +1,68 @@
+"""The Great Expectations gate on real records, and on records we corrupt."""
+
+import json
+import shutil
+
+import pytest
+
+from healthslm.errors import HealthSLMError
+from healthslm.params import Params
+from healthslm.validate import validate
+
+
+def test_real_records_pass_and_data_docs_are_written(pmdata_records, tmp_path):
+    docs, summary = tmp_path / "docs", tmp_path / "validation.json"
+    result = validate(Params(), pmdata_records, docs, summary, echo=lambda _: None)
+    assert len(result) == 8 and all(s["success"] for s in result.values())
+    assert json.loads(summary.read_text())["success"] is True
+    index = (docs / "index.html").read_text()
+    assert "pmdata_fatigue.eval" in index
+    assert list(docs.glob("validations/**/*.html"))
+
+
+def _corrupt(records, path, mutate):
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    mutate(lines)
+    path.write_text("".join(json.dumps(row) + "\n" for row in lines))
+
+
+@pytest.fixture
+def records(pmdata_records, tmp_path):
+    copy = tmp_path / "records"
+    shutil.copytree(pmdata_records, copy)
+    return copy
+
+
+def _fails(records, tmp_path) -> str:
+    with pytest.raises(HealthSLMError) as info:
+        validate(Params(), records, tmp_path / "docs", tmp_path / "v.json", echo=lambda _: None)
+    return str(info.value)
+
+
+def test_label_outside_label_space_fails_naming_set_and_value(records, tmp_path):
+    _corrupt(records, records / "pmdata" / "sleep_quality.eval.jsonl", lambda rows: rows[5].update(label=9))
+    message = _fails(records, tmp_path)
+    assert "pmdata_sleep_quality.eval: expect_column_values_to_be_in_set column 'label'" in message
+    assert "[9]" in message
+
+
+def test_duplicate_ids_and_nulls_fail(records, tmp_path):
+    def mutate(rows):
+        rows[1]["id"] = rows[0]["id"]
+        rows[2]["input"] = None
+
+    _corrupt(records, records / "pmdata" / "stress.train.jsonl", mutate)
+    message = _fails(records, tmp_path)
+    assert "pmdata_stress.train: expect_column_values_to_be_unique column 'id'" in message
+    assert "pmdata_stress.train: expect_column_values_to_not_be_null column 'input'" in message
+
+
+def test_missing_column_and_tiny_split_fail(records, tmp_path):
+    def mutate(rows):
+        del rows[:]
+        rows.extend({"id": f"x{i}", "label": 1} for i in range(3))
+
+    _corrupt(records, records / "pmdata" / "fatigue.eval.jsonl", mutate)
+    message = _fails(records, tmp_path)
+    assert "pmdata_fatigue.eval: expect_table_columns_to_match_set" in message
+    assert "pmdata_fatigue.eval: expect_table_row_count_to_be_between" in message
