@@ -65,7 +65,20 @@ def pmdata_records(tmp_path_factory, mirror: Path) -> Path:
 
     root = tmp_path_factory.mktemp("records")
     fetch(["pmdata"], root / "data", str(mirror), echo=lambda _: None)
-    prepare(Params(), data_dir=root / "data", out_dir=root / "records", echo=lambda _: None)
+    prepare(Params(), ["pmdata"], data_dir=root / "data", out_dir=root / "records", echo=lambda _: None)
+    return root / "records"
+
+
+@pytest.fixture(scope="session")
+def all_records(tmp_path_factory, mirror: Path) -> Path:
+    """Records of every built-in dataset from the mirror (GLOBEM absent, so skipped)."""
+    from healthslm.data.fetch import fetch
+    from healthslm.params import ALL_DATASETS, Params
+    from healthslm.prepare import prepare
+
+    root = tmp_path_factory.mktemp("all-records")
+    fetch(None, root / "data", str(mirror), echo=lambda _: None)
+    prepare(Params(), ALL_DATASETS, data_dir=root / "data", out_dir=root / "records", echo=lambda _: None)
     return root / "records"
 
 

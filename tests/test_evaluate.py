@@ -6,12 +6,14 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from healthslm.baselines import pmdata_features
+from healthslm.baselines import reading_features
+from healthslm.data.registry import all_tasks
 from healthslm.io import read_jsonl
 from healthslm.metrics import score
 from healthslm.params import Params
 from healthslm.report import render
-from healthslm.tasks import TASKS
+
+TASKS = {k: v for k, v in all_tasks().items() if v.dataset == "pmdata"}
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +21,9 @@ def evaluated(tmp_path_factory, pmdata_records, tiny_model_dir):
     from healthslm.evaluate import evaluate
 
     out = tmp_path_factory.mktemp("eval")
-    params = Params.model_validate({"model": str(tiny_model_dir), "eval": {"limit": 12}})
+    params = Params.model_validate(
+        {"model": str(tiny_model_dir), "eval": {"limit": 12}, "data": {"datasets": ["pmdata"]}}
+    )
     results = evaluate(params, pmdata_records, out / "predictions", out / "metrics.json", echo=lambda _: None)
     return params, results, out
 
@@ -54,8 +58,16 @@ def test_metrics_have_baselines_and_intervals(evaluated, pmdata_records):
 
 def test_report_shows_every_task_with_paper_columns(evaluated):
     params, results, _ = evaluated
-    validation = {"suites": {"a": {"success": True}}}
-    text = render(params, results, validation)
+    validation = {"pmdata": {"success": True, "suites": {}, "leakage": {}}}
+    tokens = {
+        "pmdata_fatigue": {
+            "examples": 299,
+            "seed_tokens": 666.0,
+            "compact_tokens": 217.0,
+            "compact_over_seed": 0.326,
+        }
+    }
+    text = render(params, results, validation, tokens)
     for key in TASKS:
         assert f"| {key} |" in text
     assert "paper, SLM mean" in text and "| 0.522 |" in text  # the paper's zero-shot SLM mean for fatigue
@@ -72,10 +84,10 @@ def test_mae_metrics_and_interval():
 
 def test_features_read_the_prompt_numbers():
     text = (
-        "[Steps]: [1.0, 3.0] steps, [Burned Calorories]: [2.0] calories, [Resting Heart Rate]: "
+        "[Steps]: [100.0, 300.0] steps, [Burned Calorories]: [200.0] calories, [Resting Heart Rate]: "
         "[0.0, 60.0] beats/min, [SleepMinutes]: [400.0] minutes, [Mood]: 4 out of 5;"
     )
-    features = pmdata_features(text)
-    assert features[:6] == [2.0, 1.0, 1.0, 3.0, 3.0, 2.0]
-    assert features[12:18] == [60.0, 0.0, 60.0, 60.0, 60.0, 1.0]  # 0.0 resting HR is missing, not zero
-    assert features[-1] == 4.0
+    features = reading_features({"dataset": "pmdata", "input": text})
+    assert features["steps_x100_mean"] == 2.0 and features["steps_x100_n"] == 2.0
+    assert features["rest_hr_mean"] == 60.0 and features["rest_hr_n"] == 1.0  # 0.0 resting HR is missing
+    assert features["mood_of_5"] == 4

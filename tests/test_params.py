@@ -23,10 +23,9 @@ def test_project_params_file_is_valid():
         ({"eval": {"limit": "many"}}, "eval.limit: Input should be a valid integer"),
         ({"eval": {"limt": 3}}, "unknown key 'eval.limt'"),
         ({"trian": {}}, "unknown key 'trian'"),
-        (
-            {"data": {"datasets": ["pmdata", "nope"]}},
-            "data.datasets.1: Input should be 'pmdata' (got 'nope')",
-        ),
+        ({"data": {"datasets": ["pmdata", "nope"]}}, "data.datasets: unknown dataset(s) nope; known: pmdata"),
+        ({"data": {"plugins": ["no_such_module"]}}, "data.plugins: cannot import 'no_such_module'"),
+        ({"eval": {"prompt_format": "tiny"}}, "eval.prompt_format: Input should be 'seed' or 'compact'"),
         ({"eval": {"limit": 0}}, "eval.limit: Input should be greater than 0"),
     ],
 )

@@ -3,6 +3,7 @@ metrics, and `dvc exp run -S model=...` switching to a second local model or fai
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,16 +40,26 @@ def _set_params(project: Path, **changes) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def _ran(result: subprocess.CompletedProcess) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", result.stdout))
+
+
 @pytest.fixture
 def repo(project: Path, tmp_path: Path, mirror_url: str) -> tuple[Path, dict]:
     env = _env(tmp_path)
-    _set_params(project, eval__limit=3, eval__bootstrap_samples=200)
+    _set_params(
+        project, eval__limit=3, eval__bootstrap_samples=200, data__datasets=["pmdata", "pubmedqa", "globem"]
+    )
     run(["git", "init", "-q"], project, env)
     run(["git", "config", "user.email", "ci@example.org"], project, env)
     run(["git", "config", "user.name", "ci"], project, env)
     run(["dvc", "init", "-q"], project, env)
     run(["dvc", "config", "core.site_cache_dir", str(tmp_path / "dvc-site")], project, env)
-    run(["healthslm", "fetch", "--dataset", "pmdata", "--mirror", mirror_url], project, env)
+    run(
+        ["healthslm", "fetch", "--dataset", "pmdata", "--dataset", "pubmedqa", "--mirror", mirror_url],
+        project,
+        env,
+    )
     run(["dvc", "add", "-q", "data"], project, env)
     return project, env
 
@@ -56,14 +67,21 @@ def repo(project: Path, tmp_path: Path, mirror_url: str) -> tuple[Path, dict]:
 def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_dir):
     project, env = repo
     first = run(["dvc", "repro"], project, env)
-    for stage in ("prepare", "validate", "evaluate", "report"):
-        assert f"Running stage '{stage}'" in first.stdout
+    per_dataset = {
+        f"{stage}@{name}" for stage in ("prepare", "validate") for name in ("pmdata", "pubmedqa", "globem")
+    }
+    assert _ran(first) == per_dataset | {"token_economy", "evaluate", "report"}
+    assert "globem: skipped, no globem_anxiety.csv" in first.stdout
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert metrics["pmdata_fatigue"]["n"] == 3
     assert 0 <= metrics["pmdata_fatigue"]["model"]["accuracy"] <= 1
     assert metrics["efficiency"]["params_m"] == pytest.approx(134.5, abs=0.5)
-    assert "| pmdata_readiness | mae ↓ | 3 |" in (project / "reports" / "report.md").read_text()
-    assert (project / "reports" / "data_docs" / "index.html").exists()
+    assert metrics["pubmedqa_answer"]["n"] == 3
+    report = (project / "reports" / "report.md").read_text()
+    assert "| pmdata_readiness | mae ↓ | 3 |" in report and "| globem |" in report
+    assert (project / "reports" / "data_docs" / "pmdata" / "index.html").exists()
+    tokens = json.loads((project / "reports" / "token_economy.json").read_text())
+    assert tokens["pmdata_fatigue"]["compact_over_seed"] <= 1 / 3
 
     second = run(["dvc", "repro"], project, env)
     assert "Running stage" not in second.stdout
@@ -73,14 +91,23 @@ def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_di
 
     _set_params(project, eval__limit=4)
     third = run(["dvc", "repro"], project, env)
-    assert "Running stage 'evaluate'" in third.stdout and "Running stage 'report'" in third.stdout
-    assert "Running stage 'prepare'" not in third.stdout and "Running stage 'validate'" not in third.stdout
+    assert _ran(third) == {"evaluate", "report"}
     assert json.loads((project / "reports" / "metrics.json").read_text())["pmdata_fatigue"]["n"] == 4
+
+    # A change to one dataset's raw files re-runs only that dataset's stages (and what reads all records).
+    raw = project / "data" / "pubmedqa" / "ori_pqal.json"
+    questions = json.loads(raw.read_text())
+    first_id = next(iter(questions))
+    questions[first_id]["LONG_ANSWER"] += " (corrected)"
+    raw.write_text(json.dumps(questions))
+    run(["dvc", "add", "-q", "data"], project, env)
+    fourth = run(["dvc", "repro"], project, env)
+    assert _ran(fourth) == {"prepare@pubmedqa", "validate@pubmedqa", "token_economy", "evaluate", "report"}
 
     run(["git", "add", "-A"], project, env)
     run(["git", "commit", "-qm", "baseline"], project, env)
     switched = run(["dvc", "exp", "run", "-S", f"model={tiny_model_dir}", "-n", "tiny"], project, env)
-    assert "Running stage 'evaluate'" in switched.stdout and "Running stage 'prepare'" not in switched.stdout
+    assert _ran(switched) == {"evaluate", "report"}
     table = json.loads(run(["dvc", "exp", "show", "--json"], project, env).stdout)
     assert "tiny" in json.dumps(table)
     tiny = json.loads((project / "reports" / "metrics.json").read_text())

@@ -28,6 +28,7 @@ def test_records_follow_the_schema(pmdata_records):
         "label_space",
         "provenance",
     }
+    assert first["id"] == "pmdata_fatigue-eval-00000"
     assert first["label"] == 2 and first["output"] == "The predicted fatigue level is 2."
     assert first["label_space"] == ["0", "1", "2", "3", "4", "5"]
     assert first["provenance"]["file"] == "pmdata/pmdata_fatigue_eval.json"
@@ -45,8 +46,9 @@ def raw(tmp_path, mirror):
 def _prepare(raw, tmp_path):
     out = tmp_path / "records"
     with pytest.raises(HealthSLMError) as info:
-        prepare(Params(), data_dir=raw, out_dir=out, echo=lambda _: None)
-    assert not out.exists(), "a failed prepare must leave no output"
+        prepare(Params(), ["pmdata"], data_dir=raw, out_dir=out, echo=lambda _: None)
+    assert not (out / "pmdata").exists(), "a failed prepare must leave no output"
+    assert not list(out.glob("**/*.jsonl")) if out.exists() else True
     return str(info.value)
 
 

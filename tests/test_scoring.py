@@ -3,10 +3,12 @@
 import pytest
 import torch
 
+from healthslm.data.registry import all_tasks
 from healthslm.io import read_jsonl
 from healthslm.prompts import answer_continuation, build_context, seed_question
 from healthslm.scoring import LabelScorer, _common_prefix
-from healthslm.tasks import TASKS
+
+TASKS = all_tasks()
 
 
 def _brute_force(model, tokenizer, context, continuations, special):

@@ -11,13 +11,16 @@ from healthslm.validate import validate
 
 
 def test_real_records_pass_and_data_docs_are_written(pmdata_records, tmp_path):
-    docs, summary = tmp_path / "docs", tmp_path / "validation.json"
-    result = validate(Params(), pmdata_records, docs, summary, echo=lambda _: None)
+    docs, summaries = tmp_path / "docs", tmp_path / "validation"
+    result = validate(Params(), "pmdata", pmdata_records, docs, summaries, echo=lambda _: None)
     assert len(result) == 8 and all(s["success"] for s in result.values())
-    assert json.loads(summary.read_text())["success"] is True
-    index = (docs / "index.html").read_text()
+    summary = json.loads((summaries / "pmdata.json").read_text())
+    assert summary["success"] is True
+    # PMData's overlapping 14-day windows: 41 of 299 eval inputs are near-copies of train inputs
+    assert summary["leakage"]["pmdata_fatigue"]["near"] == 41
+    index = (docs / "pmdata" / "index.html").read_text()
     assert "pmdata_fatigue.eval" in index
-    assert list(docs.glob("validations/**/*.html"))
+    assert list((docs / "pmdata").glob("validations/**/*.html"))
 
 
 def _corrupt(records, path, mutate):
@@ -35,7 +38,7 @@ def records(pmdata_records, tmp_path):
 
 def _fails(records, tmp_path) -> str:
     with pytest.raises(HealthSLMError) as info:
-        validate(Params(), records, tmp_path / "docs", tmp_path / "v.json", echo=lambda _: None)
+        validate(Params(), "pmdata", records, tmp_path / "docs", tmp_path / "v", echo=lambda _: None)
     return str(info.value)
 
 
@@ -66,3 +69,20 @@ def test_missing_column_and_tiny_split_fail(records, tmp_path):
     message = _fails(records, tmp_path)
     assert "pmdata_fatigue.eval: expect_table_columns_to_match_set" in message
     assert "pmdata_fatigue.eval: expect_table_row_count_to_be_between" in message
+
+
+def test_leakage_above_the_threshold_fails_the_gate(records, tmp_path):
+    train = [
+        json.loads(line) for line in (records / "pmdata" / "stress.train.jsonl").read_text().splitlines()
+    ]
+
+    def copy_train_inputs(rows):
+        for row, source in zip(rows[:100], train, strict=False):
+            row["input"] = source["input"]
+
+    _corrupt(records, records / "pmdata" / "stress.eval.jsonl", copy_train_inputs)
+    message = _fails(records, tmp_path)
+    assert "pmdata_stress: 40.8% of eval inputs also in train (exact or near)" in message
+    assert "validate.max_leakage=0.2" in message and "'kind': 'exact'" in message
+    leakage = json.loads((tmp_path / "v" / "pmdata.json").read_text())["leakage"]["pmdata_stress"]
+    assert leakage["exact"] == 100

@@ -1,49 +1,37 @@
 """Baselines on the same split as the model: a constant (majority class / median) and a classical model.
 
-The classical model reads the same numbers the prompt shows (summary statistics of each 14-day series)
-and is fitted on the train split only.
+Wearable tasks: gradient boosting on the numbers the prompt shows (summary statistics of each series).
+Text tasks: TF-IDF + logistic regression. Both are fitted on the train split only.
 """
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.feature_extraction import DictVectorizer
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
 
+from healthslm.prompts import COMPACT_FIELDS, compact_readings
 from healthslm.tasks import TaskSpec
 
-_SERIES = re.compile(r"\[([A-Za-z ]+)\]: \[([^\]]*)\]")
-_MOOD = re.compile(r"\[Mood\]: (\d+) out of")
-PMDATA_SERIES = ("Steps", "Burned Calorories", "Resting Heart Rate", "SleepMinutes")
 
-
-def pmdata_features(text: str) -> list[float]:
-    """mean, std, min, max, last and length of each series, plus mood; a 0.0 resting HR means missing."""
-    series = {name: values for name, values in _SERIES.findall(text)}
-    features: list[float] = []
-    for name in PMDATA_SERIES:
-        values = np.array([float(v) for v in series.get(name, "").split(",") if v.strip()], dtype=float)
-        if name == "Resting Heart Rate":
-            values = values[values > 0]
-        if values.size == 0:
-            features += [np.nan] * 5 + [0.0]
+def reading_features(record: dict) -> dict[str, float | str]:
+    """Per series: mean, std, min, max, last and length; scalars as they are (missing values skipped)."""
+    features: dict[str, float | str] = {}
+    for name, value in compact_readings(record, record["dataset"]).items():
+        if isinstance(value, list):
+            values = np.array([v for v in value if v is not None], dtype=float)
+            features[f"{name}_n"] = float(values.size)
+            if values.size:
+                stats = (values.mean(), values.std(), values.min(), values.max(), values[-1])
+                for stat, number in zip(("mean", "std", "min", "max", "last"), stats, strict=True):
+                    features[f"{name}_{stat}"] = float(number)
         else:
-            features += [
-                values.mean(),
-                values.std(),
-                values.min(),
-                values.max(),
-                values[-1],
-                float(values.size),
-            ]
-    mood = _MOOD.search(text)
-    features.append(float(mood.group(1)) if mood else np.nan)
+            features[name] = value
     return features
-
-
-FEATURES = {"pmdata": pmdata_features}
 
 
 def _snap(values: np.ndarray, spec: TaskSpec) -> list:
@@ -52,16 +40,35 @@ def _snap(values: np.ndarray, spec: TaskSpec) -> list:
     return [spec.parse_label(spec.label_space[int(np.abs(allowed - v).argmin())]) for v in values]
 
 
+def _classical(spec: TaskSpec, seed: int):
+    if spec.dataset not in COMPACT_FIELDS:
+        text = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=50_000)
+        return make_pipeline(text, LogisticRegression(max_iter=2000, random_state=seed))
+    vectorizer = DictVectorizer(sparse=False)
+    if spec.metric == "accuracy":
+        return make_pipeline(vectorizer, HistGradientBoostingClassifier(random_state=seed))
+    return make_pipeline(vectorizer, HistGradientBoostingRegressor(loss="absolute_error", random_state=seed))
+
+
+def _inputs(spec: TaskSpec, records: list[dict]) -> list:
+    if spec.dataset not in COMPACT_FIELDS:
+        return [r["input"] for r in records]
+    return [reading_features(r) for r in records]
+
+
 def baseline_predictions(spec: TaskSpec, train: list[dict], test: list[dict], seed: int) -> dict[str, list]:
     y_train = [r["label"] for r in train]
-    features = FEATURES[spec.dataset]
-    x_train = np.array([features(r["input"]) for r in train])
-    x_test = np.array([features(r["input"]) for r in test])
+    x_train, x_test = _inputs(spec, train), _inputs(spec, test)
+    classical = _classical(spec, seed).fit(x_train, y_train).predict(x_test)
+    placeholder = np.zeros((len(x_train), 1))
     if spec.metric == "accuracy":
-        constant = DummyClassifier(strategy="most_frequent").fit(x_train, y_train).predict(x_test)
-        classical = HistGradientBoostingClassifier(random_state=seed).fit(x_train, y_train).predict(x_test)
+        constant = (
+            DummyClassifier(strategy="most_frequent")
+            .fit(placeholder, y_train)
+            .predict(np.zeros((len(test), 1)))
+        )
         return {"majority": list(constant), "classical": list(classical)}
-    constant = DummyRegressor(strategy="median").fit(x_train, y_train).predict(x_test)
-    regressor = HistGradientBoostingRegressor(loss="absolute_error", random_state=seed)
-    classical = regressor.fit(x_train, y_train).predict(x_test)
-    return {"majority": _snap(constant, spec), "classical": _snap(classical, spec)}
+    constant = DummyRegressor(strategy="median").fit(placeholder, y_train).predict(np.zeros((len(test), 1)))
+    if spec.label_kind == "int":
+        return {"majority": _snap(constant, spec), "classical": _snap(classical, spec)}
+    return {"majority": list(constant), "classical": list(classical)}

@@ -46,20 +46,39 @@ def fetch(datasets: tuple[str, ...], mirror: str | None, dest: Path) -> None:
     click.echo(f"{written} file(s) written to {dest}/")
 
 
+dataset_option = click.option(
+    "--dataset", "datasets", multiple=True, help="Dataset (repeatable); default: params.yaml's data.datasets."
+)
+
+
 @cli.command()
 @params_option
-def prepare(params_file: Path) -> None:
-    """Turn the raw files into instruction records (JSONL) under artifacts/records/."""
+@dataset_option
+def prepare(params_file: Path, datasets: tuple[str, ...]) -> None:
+    """Turn raw files into instruction records (JSONL + TOON) and few-shot pools under artifacts/records/."""
     from healthslm.prepare import prepare as run
 
-    run(load_params(params_file), echo=click.echo)
+    params = load_params(params_file)
+    run(params, list(datasets) or params.data.datasets, echo=click.echo)
 
 
 @cli.command()
 @params_option
-def validate(params_file: Path) -> None:
-    """Great Expectations gate over the records; Data Docs in reports/data_docs/."""
+@dataset_option
+def validate(params_file: Path, datasets: tuple[str, ...]) -> None:
+    """Great Expectations gate and leakage check; Data Docs in reports/data_docs/<dataset>/."""
     from healthslm.validate import validate as run
+
+    params = load_params(params_file)
+    for name in datasets or params.data.datasets:
+        run(params, name, echo=click.echo)
+
+
+@cli.command("token-economy")
+@params_option
+def token_economy(params_file: Path) -> None:
+    """Tokens per example of the seed and compact prompt formats -> reports/token_economy.json."""
+    from healthslm.token_economy import token_economy as run
 
     run(load_params(params_file), echo=click.echo)
 

@@ -16,30 +16,36 @@ from rich.progress import track
 
 from healthslm import metrics
 from healthslm.baselines import baseline_predictions
-from healthslm.io import atomic_dir, read_jsonl, write_json, write_jsonl
+from healthslm.data.registry import get_dataset
+from healthslm.io import atomic_dir, write_json, write_jsonl
 from healthslm.models.loader import load_model_and_tokenizer, model_location
 from healthslm.models.registry import ModelPreset, resolve_model
 from healthslm.params import Params
-from healthslm.prepare import RECORDS_DIR, records_path
+from healthslm.prepare import RECORDS_DIR, SKIPPED_FILE, read_records
 from healthslm.prompts import answer_continuation, build_context
 from healthslm.scoring import LabelScorer
-from healthslm.tasks import TaskSpec, tasks_of
+from healthslm.tasks import TaskSpec
 
 PREDICTIONS_DIR = Path("artifacts/predictions")
 METRICS_FILE = Path("reports/metrics.json")
 
 
-def _load_split(spec: TaskSpec, split: str, records_dir: Path) -> list[dict]:
-    return read_jsonl(records_path(records_dir, spec.dataset, spec.name, split))
+def evaluable_tasks(params: Params, records_dir: Path) -> list[TaskSpec]:
+    """Tasks with a closed label space whose dataset was prepared (not skipped)."""
+    tasks = []
+    for name in params.data.datasets:
+        if not (records_dir / name / SKIPPED_FILE).exists():
+            tasks += [task for task in get_dataset(name).tasks if task.closed]
+    return tasks
 
 
 def _predict(
-    scorer: LabelScorer, spec: TaskSpec, records: list[dict], use_chat: bool
+    scorer: LabelScorer, spec: TaskSpec, records: list[dict], use_chat: bool, prompt_format: str
 ) -> tuple[list[dict], list[float]]:
-    continuations = [answer_continuation(label) for label in spec.label_space]
+    continuations = [answer_continuation(answer) for answer in spec.spoken_answers]
     rows, latencies = [], []
     for record in track(records, description=f"{spec.key:>22}", transient=True):
-        context = build_context(record, spec, scorer.tokenizer, use_chat)
+        context = build_context(record, spec, scorer.tokenizer, use_chat, prompt_format)
         start = time.perf_counter()
         logprobs = scorer.score(context, continuations, special_tokens=not use_chat)
         latencies.append(time.perf_counter() - start)
@@ -108,15 +114,14 @@ def evaluate(
     all_latencies: list[float] = []
     started = time.perf_counter()
     with atomic_dir(out_dir) as tmp:
-        for dataset in params.data.datasets:
-            for spec in tasks_of(dataset):
-                test = _load_split(spec, "eval", records_dir)[: params.eval.limit]
-                train = _load_split(spec, "train", records_dir)
-                rows, latencies = _predict(scorer, spec, test, use_chat)
-                all_latencies += latencies
-                write_jsonl(tmp / f"{spec.key}.jsonl", rows)
-                results[spec.key] = task_metrics(spec, rows, train, test, params)
-                echo(_summary_line(spec, results[spec.key]))
+        for spec in evaluable_tasks(params, records_dir):
+            test = read_records(records_dir, spec.dataset, spec.name, "eval")[: params.eval.limit]
+            train = read_records(records_dir, spec.dataset, spec.name, "train")
+            rows, latencies = _predict(scorer, spec, test, use_chat, params.eval.prompt_format)
+            all_latencies += latencies
+            write_jsonl(tmp / f"{spec.key}.jsonl", rows)
+            results[spec.key] = task_metrics(spec, rows, train, test, params)
+            echo(_summary_line(spec, results[spec.key]))
     results["efficiency"] = _efficiency(all_latencies, time.perf_counter() - started, model, preset)
     write_json(metrics_file, results)
     return results

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from healthslm.errors import HealthSLMError
 
 PARAMS_FILE = Path("params.yaml")
+ALL_DATASETS = ["pmdata", "aw_fb", "globem", "pubmedqa", "medquad", "dr", "dreaddit"]
 
 
 class Block(BaseModel):
@@ -25,20 +26,27 @@ class BaseParams(Block):
 
 
 class DataParams(Block):
-    datasets: list[Literal["pmdata"]] = Field(default=["pmdata"], min_length=1)
+    datasets: list[str] = Field(default=ALL_DATASETS, min_length=1)
+    plugins: list[str] = []  # modules that register extra datasets (see healthslm.data.registry)
 
 
 class PrepareParams(Block):
-    prompt_format: Literal["seed"] = "seed"
+    few_shot_k: list[int] = Field(default=[1, 3, 5, 10], min_length=1)
 
 
 class ValidateParams(Block):
     max_prompt_chars: int = Field(default=20_000, gt=0)
+    max_output_chars: int = Field(default=40_000, gt=0)
+    near_duplicate_similarity: float = Field(default=0.95, gt=0, le=1)
+    # Share of eval inputs found in train (exact or near) above which the gate fails. PMData measures
+    # 0.137: its 14-day windows overlap, so neighbouring windows land on both sides of the split.
+    max_leakage: float = Field(default=0.2, ge=0, le=1)
 
 
 class EvalParams(Block):
     mode: Literal["zs"] = "zs"
     strategy: Literal["score"] = "score"
+    prompt_format: Literal["seed", "compact"] = "seed"
     limit: int | None = Field(default=40, gt=0)
     chat_template: bool = True
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
@@ -65,10 +73,23 @@ def _describe(error: dict) -> str:
 
 def parse_params(raw: object, source: str = str(PARAMS_FILE)) -> Params:
     try:
-        return Params.model_validate(raw if raw is not None else {})
+        params = Params.model_validate(raw if raw is not None else {})
     except ValidationError as exc:
         problems = "; ".join(_describe(e) for e in exc.errors(include_url=False))
         raise HealthSLMError(f"{source}: {problems}") from None
+    _check_datasets(params, source)
+    return params
+
+
+def _check_datasets(params: Params, source: str) -> None:
+    from healthslm.data.registry import DATASETS, load_plugins
+
+    load_plugins(params.data.plugins)
+    unknown = [name for name in params.data.datasets if name not in DATASETS]
+    if unknown:
+        raise HealthSLMError(
+            f"{source}: data.datasets: unknown dataset(s) {', '.join(unknown)}; known: {', '.join(DATASETS)}"
+        )
 
 
 def load_params(path: Path = PARAMS_FILE) -> Params:

@@ -1,18 +1,52 @@
-"""Render instruction records into model prompts.
+"""Render instruction records into model prompts, in two formats.
 
 `seed` reproduces HealthSLM-Bench's zero-shot prompt byte for byte: "<instruction> <question>" with
 every number in the question wrapped in double quotes (its inference.py does this), then the task's
-answer template ("The predicted fatigue level is"). The answer itself is scored as " <label>.",
-exactly how the seed's reference answers end.
+answer template ("The predicted fatigue level is"). The answer is scored as " <answer>.", exactly how
+the seed's reference answers end.
+
+`compact` carries the same information in fewer tokens: a one-line task, and the readings as a TOON
+object with rounded, rescaled values (steps in hundreds, sleep in hours) and missing values as null.
+Text tasks have nothing to compress and render as in `seed`.
 """
 
 from __future__ import annotations
 
 import re
 
+import toon_format
+
 from healthslm.tasks import TaskSpec
 
 _NUMBER = re.compile(r"(\d+(\.\d+)?)")
+_FIELD = re.compile(r"\[([^\]]+)\]: (\[[^\]]*\]|[^,;\[]+)")
+_LEADING_NUMBER = re.compile(r"\s*(-?\d+(?:\.\d+)?)")
+
+# seed field name -> (compact name, divisor, decimals)
+COMPACT_FIELDS = {
+    "pmdata": {
+        "Steps": ("steps_x100", 100, 0),
+        "Burned Calorories": ("kcal_x100", 100, 0),
+        "Resting Heart Rate": ("rest_hr", 1, 0),
+        "SleepMinutes": ("sleep_x10min", 10, 0),
+    },
+    "aw_fb": {
+        "Steps": ("steps", 1, 0),
+        "Burned Calorories": ("kcal", 1, 0),
+        "Heart Rate": ("hr", 1, 0),
+        "Duration": ("duration", 1, 0),
+        "MET Value": ("met", 1, 0),
+    },
+    "globem": {
+        "Steps": ("steps_x100", 100, 0),
+        "Sleep_efficiency": ("sleep_eff_pct", 1, 0),
+        "Time_in_bed_after_wakeup": ("in_bed_after_wake_min", 1, 0),
+        "Sleep_duration": ("sleep_h", 60, 1),
+        "Time_stay_awake_but_still_in_bed": ("awake_in_bed_min", 1, 0),
+        "Time_spent_to_fall_asleep": ("fall_asleep_min", 1, 0),
+    },
+}
+MISSING_AS_ZERO = {"Resting Heart Rate"}  # the PMData tables record a missing resting HR as 0.0
 
 
 def seed_question(record: dict) -> str:
@@ -20,15 +54,64 @@ def seed_question(record: dict) -> str:
     return f"{record['instruction']} {quoted}"
 
 
-def answer_continuation(label: str) -> str:
-    return f" {label}."
+def _rescale(value: float, divisor: float, decimals: int) -> float | int:
+    scaled = round(value / divisor, decimals)
+    return int(scaled) if decimals == 0 else scaled
 
 
-def build_context(record: dict, spec: TaskSpec, tokenizer, use_chat_template: bool) -> str:
+def compact_readings(record: dict, dataset: str) -> dict:
+    fields = COMPACT_FIELDS[dataset]
+    readings: dict = {}
+    for name, raw in _FIELD.findall(record["input"]):
+        if name == "Mood":
+            readings["mood_of_5"] = int(_LEADING_NUMBER.match(raw).group(1))
+            continue
+        if name not in fields:
+            readings[name.lower().replace(" ", "_")] = raw.strip()
+            continue
+        key, divisor, decimals = fields[name]
+        if raw.startswith("["):
+            values = [float(v) for v in raw.strip("[]").split(",") if v.strip()]
+            readings[key] = [
+                None if name in MISSING_AS_ZERO and v == 0 else _rescale(v, divisor, decimals) for v in values
+            ]
+        elif match := _LEADING_NUMBER.match(raw):
+            readings[key] = _rescale(float(match.group(1)), divisor, decimals)
+    return readings
+
+
+def compact_question(record: dict, spec: TaskSpec) -> str:
+    if spec.label_kind == "int":
+        task = f"Predict {spec.name.replace('_', ' ')} ({spec.label_space[0]}-{spec.label_space[-1]})"
+    elif spec.closed:
+        task = f"Predict {spec.name}: " + ", ".join(
+            f"{answer}={label}" for answer, label in zip(spec.spoken_answers, spec.label_space, strict=True)
+        )
+    else:
+        task = f"Predict {spec.name}"
+    return f"{task}:\n{toon_format.encode(compact_readings(record, spec.dataset))}"
+
+
+def question(record: dict, spec: TaskSpec, prompt_format: str) -> str:
+    if prompt_format == "compact" and spec.dataset in COMPACT_FIELDS:
+        return compact_question(record, spec)
+    if spec.input_first:  # IMHI: "Post: ... Question: ... is"
+        return f"{record['input']} {record['instruction']}"
+    return seed_question(record)
+
+
+def answer_continuation(answer: str) -> str:
+    return f" {answer}."
+
+
+def build_context(
+    record: dict, spec: TaskSpec, tokenizer, use_chat_template: bool, prompt_format: str = "seed"
+) -> str:
     """The text the model sees, ending just before the answer (no trailing space)."""
-    question = seed_question(record)
+    text = question(record, spec, prompt_format)
+    prefix = "" if spec.input_first else spec.answer_prefix
     if use_chat_template:
-        messages = [{"role": "user", "content": question}]
+        messages = [{"role": "user", "content": text}]
         head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return head + spec.answer_prefix
-    return f"{question} {spec.answer_prefix}"
+        return head + prefix if prefix else head.rstrip(" ")
+    return f"{text} {prefix}" if prefix else text

@@ -1,4 +1,4 @@
-"""`healthslm report`: reports/report.md from the stage outputs (metrics, validation, params)."""
+"""`healthslm report`: reports/report.md from stage outputs (metrics, validation, token economy, params)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ import json
 from importlib import resources
 from pathlib import Path
 
+from healthslm.data.registry import all_tasks, get_dataset
 from healthslm.evaluate import METRICS_FILE
 from healthslm.io import write_text
 from healthslm.metrics import LOWER_IS_BETTER
 from healthslm.models.registry import resolve_model
 from healthslm.params import Params
-from healthslm.tasks import TASKS, TaskSpec
-from healthslm.validate import DOCS_DIR, SUMMARY_FILE
+from healthslm.tasks import TaskSpec
+from healthslm.token_economy import TOKENS_FILE
+from healthslm.validate import DOCS_DIR, SUMMARY_DIR
 
 REPORT_FILE = Path("reports/report.md")
 PAPER_COLUMNS = {
@@ -21,6 +23,10 @@ PAPER_COLUMNS = {
     "pmdata_readiness": "READ",
     "pmdata_fatigue": "FATG",
     "pmdata_sleep_quality": "SQ",
+    "globem_anxiety": "ANX",
+    "globem_depression": "DEP",
+    "aw_fb_activity": "ACT",
+    "aw_fb_calories": "CAL",
 }
 
 
@@ -51,7 +57,7 @@ def results_table(metrics: dict, params: Params, paper_model: str | None) -> lis
         f"| paper, {paper_model or 'same model'} | paper, SLM mean |",
         "|---|---|--:|---|---|---|--:|--:|",
     ]
-    for key, spec in TASKS.items():
+    for key, spec in all_tasks().items():
         if key not in metrics:
             continue
         result, metric = metrics[key], spec.metric
@@ -75,34 +81,89 @@ def efficiency_table(efficiency: dict) -> list[str]:
     ]
 
 
-def render(params: Params, metrics: dict, validation: dict) -> str:
+def token_table(tokens: dict) -> list[str]:
+    lines = [
+        "| task | eval examples | seed tokens | compact tokens | compact / seed |",
+        "|---|--:|--:|--:|--:|",
+    ]
+    for key, row in tokens.items():
+        lines.append(
+            f"| {key} | {row['examples']} | {row['seed_tokens']:.0f} | {row['compact_tokens']:.0f} "
+            f"| {row['compact_over_seed']:.2f} |"
+        )
+    return lines
+
+
+def data_section(validations: dict[str, dict]) -> list[str]:
+    lines = [
+        "| dataset | license | record sets | rows (train / eval) | gate | leakage (eval in train) "
+        "| Data Docs |",
+        "|---|---|--:|---|---|---|---|",
+    ]
+    for name, summary in validations.items():
+        spec = get_dataset(name)
+        if summary.get("skipped"):
+            lines.append(f"| {name} | {spec.license} | 0 | — | skipped | — | — |")
+            continue
+        suites = summary["suites"]
+        rows = " · ".join(
+            f"{s.split('.')[0].removeprefix(name + '_')}: {suites.get(s, {}).get('rows', '?')}"
+            f" / {suites.get(s.replace('.train', '.eval'), {}).get('rows', '?')}"
+            for s in suites
+            if s.endswith(".train")
+        )
+        leaks = ", ".join(
+            f"{v['rate']:.1%} ({v['exact']} exact, {v['near']} near)" for v in summary["leakage"].values()
+        )
+        gate = "pass" if summary["success"] else "FAIL"
+        docs = f"[docs]({DOCS_DIR.relative_to('reports')}/{name}/index.html)"
+        lines.append(f"| {name} | {spec.license} | {len(suites)} | {rows} | {gate} | {leaks} | {docs} |")
+    return lines
+
+
+def render(params: Params, metrics: dict, validations: dict[str, dict], tokens: dict) -> str:
     preset = resolve_model(params.model)
     limit = params.eval.limit or "all"
-    suites = validation.get("suites", {})
+    not_scored = [k for k, s in all_tasks().items() if s.dataset in params.data.datasets and not s.closed]
     lines = [
         "# healthslm report",
         "",
         f"Model **{params.model}** ({preset.hf_id or preset.local_path}) · mode `{params.eval.mode}` · "
-        f"answer strategy `{params.eval.strategy}` · prompt format `{params.prepare.prompt_format}` · "
+        f"answer strategy `{params.eval.strategy}` · prompt format `{params.eval.prompt_format}` · "
         f"chat template {'on' if params.eval.chat_template else 'off'} · eval limit {limit} per task.",
         "",
         "## Results",
         "",
         "Every score sits beside a constant baseline (majority class, or the train median) and a classical "
-        "model (gradient boosting on the same 14-day series), on the same examples. Brackets: 95 % "
-        "percentile-bootstrap interval. Paper columns: HealthSLM-Bench (arXiv:2509.07260), n=299, "
-        "generation with regex parsing; ours scores the label set by likelihood, so every answer is valid.",
+        "model (gradient boosting on the prompt's numbers, or TF-IDF + logistic regression on text), fitted "
+        "on "
+        "train and scored on the same examples. Brackets: 95 % percentile-bootstrap interval. Paper columns: "
+        "HealthSLM-Bench (arXiv:2509.07260), n=299, generation with regex parsing; ours scores the label set "
+        "by likelihood, so every answer is valid.",
         "",
         *results_table(metrics, params, preset.paper_name),
+        "",
+        f"Not scored by likelihood (open-ended or continuous; need generation): {', '.join(not_scored)}."
+        if not_scored
+        else "",
         "",
         "## Efficiency",
         "",
         *efficiency_table(metrics["efficiency"]),
         "",
-        "## Data validation",
+        "## Data",
         "",
-        f"Great Expectations: {sum(s['success'] for s in suites.values())}/{len(suites)} record sets pass "
-        f"([Data Docs]({DOCS_DIR.relative_to('reports')}/index.html)).",
+        *data_section(validations),
+        "",
+        "Leakage: eval inputs identical to a train input, or TF-IDF cosine ≥ "
+        f"{params.validate_.near_duplicate_similarity} (PMData's 14-day windows overlap between neighbouring "
+        "days).",
+        "",
+        "## Token economy",
+        "",
+        "Tokens of the rendered instruction + input (SmolLM2 tokenizer), mean over each eval split.",
+        "",
+        *token_table(tokens),
         "",
         "## Parameters",
         "",
@@ -114,14 +175,22 @@ def render(params: Params, metrics: dict, validation: dict) -> str:
     return "\n".join(lines)
 
 
+def read_validations(params: Params, summary_dir: Path = SUMMARY_DIR) -> dict[str, dict]:
+    return {
+        name: json.loads((summary_dir / f"{name}.json").read_text(encoding="utf-8"))
+        for name in params.data.datasets
+    }
+
+
 def report(
     params: Params,
     metrics_file: Path = METRICS_FILE,
-    validation_file: Path = SUMMARY_FILE,
+    summary_dir: Path = SUMMARY_DIR,
+    tokens_file: Path = TOKENS_FILE,
     out_file: Path = REPORT_FILE,
     echo=print,
 ) -> None:
     metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-    validation = json.loads(validation_file.read_text(encoding="utf-8"))
-    write_text(out_file, render(params, metrics, validation))
+    tokens = json.loads(tokens_file.read_text(encoding="utf-8"))
+    write_text(out_file, render(params, metrics, read_validations(params, summary_dir), tokens))
     echo(f"wrote {out_file}")

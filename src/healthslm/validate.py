@@ -1,25 +1,29 @@
-"""`healthslm validate`: the Great Expectations gate over the instruction records.
+"""`healthslm validate --dataset NAME`: the Great Expectations gate over one dataset's records.
 
-One suite per task and split: schema, no nulls, unique ids, label in the label space, prompt length
-bounds and split sizes. Data Docs HTML goes to reports/data_docs/; a summary to reports/validation.json.
-A violation fails the stage with the dataset, expectation and a few offending values.
+One suite per task and split: schema, no nulls, unique ids, label in the label space, text length bounds
+and split sizes; plus a train/eval leakage check. Data Docs HTML goes to reports/data_docs/<dataset>/,
+a summary to reports/validation/<dataset>.json. A violation fails the stage naming the dataset,
+expectation and a few offending values.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pandas as pd
 
+from healthslm.data.registry import get_dataset
 from healthslm.errors import HealthSLMError
-from healthslm.io import read_jsonl, write_json
+from healthslm.io import write_json
+from healthslm.leakage import find_leaks
 from healthslm.params import Params
-from healthslm.prepare import RECORDS_DIR, records_path
-from healthslm.tasks import TaskSpec, tasks_of
+from healthslm.prepare import RECORDS_DIR, SKIPPED_FILE, read_records, split_names
+from healthslm.tasks import TaskSpec
 
 DOCS_DIR = Path("reports/data_docs")
-SUMMARY_FILE = Path("reports/validation.json")
+SUMMARY_DIR = Path("reports/validation")
 RECORD_COLUMNS = [
     "id",
     "dataset",
@@ -32,24 +36,33 @@ RECORD_COLUMNS = [
     "label_space",
     "provenance",
 ]
-REQUIRED = ["id", "instruction", "input", "output", "label"]
-MIN_ROWS = {"train": 10, "eval": 10}
+MIN_ROWS = 10
 
 
-def build_suite(gx, spec: TaskSpec, split: str, max_chars: int):
-    expect = gx.expectations
-    labels = [spec.parse_label(v) for v in spec.label_space]
+def build_suite(gx, spec: TaskSpec, split: str, params: Params):
+    expect, bounds = gx.expectations, params.validate_
     suite = gx.ExpectationSuite(name=f"{spec.key}.{split}")
-    for expectation in [
+    required = ["id", "instruction", "input", "output"] + (["label"] if spec.label_kind != "text" else [])
+    expectations = [
         expect.ExpectTableColumnsToMatchSet(column_set=RECORD_COLUMNS, exact_match=True),
-        expect.ExpectTableRowCountToBeBetween(min_value=MIN_ROWS[split]),
-        *(expect.ExpectColumnValuesToNotBeNull(column=c) for c in REQUIRED),
+        expect.ExpectTableRowCountToBeBetween(min_value=MIN_ROWS),
+        *(expect.ExpectColumnValuesToNotBeNull(column=c) for c in required),
         expect.ExpectColumnValuesToBeUnique(column="id"),
-        expect.ExpectColumnValuesToBeInSet(column="label", value_set=labels),
         expect.ExpectColumnValuesToBeInSet(column="split", value_set=[split]),
-        expect.ExpectColumnValueLengthsToBeBetween(column="input", min_value=20, max_value=max_chars),
+        expect.ExpectColumnValueLengthsToBeBetween(
+            column="input", min_value=5, max_value=bounds.max_prompt_chars
+        ),
+        expect.ExpectColumnValueLengthsToBeBetween(
+            column="output", min_value=1, max_value=bounds.max_output_chars
+        ),
         expect.ExpectColumnValueLengthsToBeBetween(column="instruction", min_value=10, max_value=2000),
-    ]:
+    ]
+    if spec.closed:
+        labels = [spec.parse_label(v) for v in spec.label_space]
+        expectations.append(expect.ExpectColumnValuesToBeInSet(column="label", value_set=labels))
+    elif spec.label_kind == "float":
+        expectations.append(expect.ExpectColumnValuesToBeBetween(column="label", min_value=0))
+    for expectation in expectations:
         suite.add_expectation(expectation)
     return suite
 
@@ -80,42 +93,76 @@ def _docs_site(docs_dir: Path) -> dict:
     }
 
 
-def validate(
-    params: Params,
-    records_dir: Path = RECORDS_DIR,
-    docs_dir: Path = DOCS_DIR,
-    summary_file: Path = SUMMARY_FILE,
-    echo=print,
-) -> dict:
+def _context(docs_dir: Path):
     import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    shutil.rmtree(docs_dir, ignore_errors=True)
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
     for site in list(context.get_config().data_docs_sites or {}):
         context.delete_data_docs_site(site)
     context.add_data_docs_site(site_name="healthslm", site_config=_docs_site(docs_dir))
-    source = context.data_sources.add_pandas("records")
-    summary, failures = {}, []
-    for dataset in params.data.datasets:
-        for spec in tasks_of(dataset):
-            for split in ("train", "eval"):
-                name = f"{spec.key}.{split}"
-                frame = pd.DataFrame(read_jsonl(records_path(records_dir, dataset, spec.name, split)))
-                batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
-                suite = context.suites.add(build_suite(gx, spec, split, params.validate_.max_prompt_chars))
-                definition = context.validation_definitions.add(
-                    gx.ValidationDefinition(name=name, data=batch, suite=suite)
-                )
-                result = definition.run(batch_parameters={"dataframe": frame})
-                summary[name] = {
-                    "rows": len(frame),
-                    "success": bool(result.success),
-                    "expectations": len(result.results),
-                }
-                failures += _failure_lines(name, result)
+    return gx, context
+
+
+def _leakage(spec: TaskSpec, records_dir: Path, params: Params) -> dict:
+    train = read_records(records_dir, spec.dataset, spec.name, "train")
+    test = read_records(records_dir, spec.dataset, spec.name, "eval")
+    return find_leaks(train, test, params.validate_.near_duplicate_similarity)
+
+
+def validate(
+    params: Params,
+    dataset: str,
+    records_dir: Path = RECORDS_DIR,
+    docs_root: Path = DOCS_DIR,
+    summary_dir: Path = SUMMARY_DIR,
+    echo=print,
+) -> dict:
+    spec = get_dataset(dataset)
+    docs_dir, summary_file = docs_root / dataset, summary_dir / f"{dataset}.json"
+    shutil.rmtree(docs_dir, ignore_errors=True)
+    docs_dir.mkdir(parents=True)
+    skipped = records_dir / dataset / SKIPPED_FILE
+    if skipped.exists():
+        reason = json.loads(skipped.read_text())["reason"]
+        (docs_dir / "index.html").write_text(f"<!doctype html><title>{dataset}</title><p>{reason}</p>\n")
+        write_json(
+            summary_file, {"success": True, "skipped": reason, "suites": {}, "leakage": {}, "failures": []}
+        )
+        echo(reason)
+        return {}
+    gx, context = _context(docs_dir)
+    source = context.data_sources.add_pandas(dataset)
+    suites, leakage, failures = {}, {}, []
+    for task in spec.tasks:
+        for split in split_names(records_dir, dataset, task.name):
+            name = f"{task.key}.{split}"
+            frame = pd.DataFrame(read_records(records_dir, dataset, task.name, split))
+            batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
+            suite = context.suites.add(build_suite(gx, task, split, params))
+            definition = context.validation_definitions.add(
+                gx.ValidationDefinition(name=name, data=batch, suite=suite)
+            )
+            result = definition.run(batch_parameters={"dataframe": frame})
+            suites[name] = {
+                "rows": len(frame),
+                "success": bool(result.success),
+                "expectations": len(result.results),
+            }
+            failures += _failure_lines(name, result)
+        leakage[task.key] = _leakage(task, records_dir, params)
+        if leakage[task.key]["rate"] > params.validate_.max_leakage:
+            failures.append(
+                f"{task.key}: {leakage[task.key]['rate']:.1%} of eval inputs also in train "
+                f"(exact or near), above validate.max_leakage={params.validate_.max_leakage}; "
+                f"e.g. {leakage[task.key]['examples'][:2]}"
+            )
     context.build_data_docs(site_names=["healthslm"])
-    write_json(summary_file, {"success": not failures, "suites": summary, "failures": failures})
-    echo(f"validated {len(summary)} record sets; Data Docs: {docs_dir / 'index.html'}")
+    write_json(
+        summary_file, {"success": not failures, "suites": suites, "leakage": leakage, "failures": failures}
+    )
+    echo(f"{dataset}: {len(suites)} record sets validated; Data Docs: {docs_dir / 'index.html'}")
     if failures:
-        raise HealthSLMError("validation failed:\n  " + "\n  ".join(failures))
-    return summary
+        raise HealthSLMError(f"validation of {dataset} failed:\n  " + "\n  ".join(failures))
+    return suites

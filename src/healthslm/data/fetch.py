@@ -37,6 +37,11 @@ class SourceFile:
     sha256: str
     bytes: int
     converted: bool = False
+    folder: str = ""  # destination under data/, when not the dataset's own name
+
+    @property
+    def dest(self) -> str:
+        return f"{self.folder or self.dataset}/{self.file}"
 
     @property
     def upstream_url(self) -> str:
@@ -103,7 +108,7 @@ def _source_location(item: SourceFile, mirror: str | None) -> str:
 
 def fetch_file(item: SourceFile, dest_root: Path, mirror: str | None, session: requests.Session) -> bool:
     """Fetch one file; return False when a verified copy was already there."""
-    target = dest_root / item.dataset / item.file
+    target = dest_root / item.dest
     if target.exists() and sha256_of(target) == item.sha256:
         return False
     location = _source_location(item, mirror)
@@ -136,8 +141,26 @@ def fetch(datasets: list[str] | None, dest_root: Path, mirror: str | None = None
             for item in sources[name]:
                 if fetch_file(item, dest_root, mirror, session):
                     written += 1
-                    echo(f"fetched  {item.dataset}/{item.file} ({item.bytes / 1e6:.1f} MB)")
+                    echo(f"fetched  {item.dest} ({item.bytes / 1e6:.1f} MB)")
                 else:
-                    echo(f"verified {item.dataset}/{item.file}")
+                    echo(f"verified {item.dest}")
+    write_user_supplied_placeholders(dest_root)
     return written
 
+
+def write_user_supplied_placeholders(dest_root: Path) -> None:
+    """data/<name>/README.md for credentialed datasets, saying where the user's copy goes."""
+    from healthslm.data.registry import DATASETS, load_plugins
+
+    load_plugins([])
+    for spec in DATASETS.values():
+        if spec.user_supplied:
+            readme = dest_root / spec.raw_dir / "README.md"
+            readme.parent.mkdir(parents=True, exist_ok=True)
+            text = (
+                f"# {spec.name}: user-supplied ({spec.license})\n\n"
+                f"Put {', '.join(spec.required_files)} here, "
+                f"then `dvc add data`. Without them the pipeline skips {spec.name}. Schema: see README.md.\n"
+            )
+            if not readme.exists() or readme.read_text() != text:
+                readme.write_text(text)

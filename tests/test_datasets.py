@@ -1,0 +1,203 @@
+"""The data layer on the real mirror: every dataset's records, TOON == JSONL, few-shot pools, the compact
+format's token economy, GLOBEM on a generated fixture, and a plug-in dataset from a local CSV."""
+
+import csv
+import json
+import sys
+
+import pytest
+
+from healthslm.data.loaders import write_globem_fixture
+from healthslm.data.registry import DATASETS, all_tasks
+from healthslm.errors import HealthSLMError
+from healthslm.params import Params, parse_params
+from healthslm.prepare import SKIPPED_FILE, prepare, read_records, read_toon_records, records_path
+from healthslm.prompts import compact_readings, question
+from healthslm.validate import validate
+
+EXPECTED_ROWS = {
+    ("pmdata", "fatigue"): {"train": 690, "eval": 299},
+    ("aw_fb", "activity"): {"train": 3131, "eval": 299},
+    ("aw_fb", "calories"): {"train": 3131, "eval": 299},
+    ("pubmedqa", "answer"): {"train": 500, "eval": 500},
+    ("medquad", "answer"): {"train": 15429, "eval": 978},
+    ("dr", "depression"): {"train": 1003, "valid": 430, "eval": 405},
+    ("dreaddit", "stress"): {"train": 2837, "valid": 300, "eval": 414},
+}
+
+
+@pytest.mark.parametrize(("dataset", "task"), list(EXPECTED_ROWS))
+def test_every_dataset_gives_typed_records(all_records, dataset, task):
+    for split, rows in EXPECTED_ROWS[(dataset, task)].items():
+        records = read_records(all_records, dataset, task, split)
+        assert len(records) == rows
+        assert len({r["id"] for r in records}) == rows
+        spec = all_tasks()[f"{dataset}_{task}"]
+        for record in records[:50]:
+            if spec.closed:
+                assert str(record["label"]) in spec.label_space
+            assert record["provenance"]["sha256"] and record["input"] and record["output"]
+
+
+def test_label_types_follow_the_task(all_records):
+    activity = read_records(all_records, "aw_fb", "activity", "eval")[0]
+    assert activity["label"] == "Running 3 METs" and activity["output"].endswith("is 5.")
+    assert isinstance(read_records(all_records, "aw_fb", "calories", "eval")[0]["label"], float)
+    assert isinstance(read_records(all_records, "pmdata", "stress", "eval")[0]["label"], int)
+    assert read_records(all_records, "medquad", "answer", "eval")[0]["label"] is None
+    dr = read_records(all_records, "dr", "depression", "train")[0]
+    assert dr["label"] == "yes" and dr["output"].startswith("yes. Reasoning:")
+    assert dr["provenance"]["response_by"] == "gpt-3.5-turbo"  # the IMHI responses, kept as references
+
+
+def test_pubmedqa_eval_is_the_official_test_split(all_records, mirror):
+    official = json.loads((mirror / "pubmedqa" / "test_ground_truth.json").read_text())
+    records = read_records(all_records, "pubmedqa", "answer", "eval")
+    assert {r["provenance"]["pmid"]: r["label"] for r in records} == official
+
+
+def test_toon_files_hold_the_same_records_as_jsonl(all_records):
+    files = sorted(all_records.glob("*/*.jsonl"))
+    assert len(files) == 22
+    for jsonl in files:
+        dataset, name = jsonl.parent.name, jsonl.name.removesuffix(".jsonl")
+        task, split = name.split(".")
+        toon = records_path(all_records, dataset, task, split, "toon")
+        assert read_toon_records(toon) == read_records(all_records, dataset, task, split), toon
+
+
+def test_fewshot_pools_are_nested_train_only_and_deterministic(all_records, tmp_path, mirror):
+    pools = json.loads((all_records / "pmdata" / "fatigue.fewshot.json").read_text())
+    assert {k: len(v) for k, v in pools.items()} == {"1": 1, "3": 3, "5": 5, "10": 10}
+    assert set(pools["1"]) <= set(pools["3"]) <= set(pools["5"]) <= set(pools["10"])
+    assert all("-train-" in record_id for record_id in pools["10"])
+    from healthslm.data.fetch import fetch
+
+    fetch(["pmdata"], tmp_path / "data", str(mirror), echo=lambda _: None)
+    prepare(Params(), ["pmdata"], tmp_path / "data", tmp_path / "again", echo=lambda _: None)
+    assert json.loads((tmp_path / "again" / "pmdata" / "fatigue.fewshot.json").read_text()) == pools
+    other_seed = Params.model_validate({"base": {"seed": 7}})
+    prepare(other_seed, ["pmdata"], tmp_path / "data", tmp_path / "seed7", echo=lambda _: None)
+    assert json.loads((tmp_path / "seed7" / "pmdata" / "fatigue.fewshot.json").read_text()) != pools
+
+
+def test_compact_prompts_take_at_most_a_third_of_the_seed_tokens(all_records, embedded):
+    _, tokenizer = embedded
+    spec = all_tasks()["pmdata_fatigue"]
+    records = read_records(all_records, "pmdata", "fatigue", "eval")
+    seed = sum(len(tokenizer(question(r, spec, "seed")).input_ids) for r in records)
+    compact = sum(len(tokenizer(question(r, spec, "compact")).input_ids) for r in records)
+    assert compact / seed <= 1 / 3
+
+
+def test_compact_keeps_the_readings_rounded_and_missing_as_null():
+    record = {
+        "dataset": "pmdata",
+        "input": "[Steps]: [4955.0, 6495.0] steps, [Burned Calorories]: [458.0] "
+        "calories, [Resting Heart Rate]: [49.29, 0.0] beats/min, [SleepMinutes]: [372.0] minutes, "
+        "[Mood]: 4 out of 5; What would be the predicted fatigue?",
+    }
+    assert compact_readings(record, "pmdata") == {
+        "steps_x100": [50, 65],
+        "kcal_x100": [5],
+        "rest_hr": [49, None],
+        "sleep_x10min": [37],
+        "mood_of_5": 4,
+    }
+
+
+def test_globem_is_skipped_with_one_line_when_absent(all_records):
+    reason = json.loads((all_records / "globem" / SKIPPED_FILE).read_text())["reason"]
+    assert "globem: skipped, no globem_anxiety.csv, globem_depression.csv" in reason
+
+
+def test_globem_from_a_user_copy_with_the_documented_schema(tmp_path):
+    write_globem_fixture(tmp_path / "data" / "globem", rows=80)
+    messages = []
+    prepare(Params(), ["globem"], tmp_path / "data", tmp_path / "records", echo=messages.append)
+    anxiety = read_records(tmp_path / "records", "globem", "anxiety", "eval")
+    assert len(anxiety) == 40 and all(r["label"] in range(5) for r in anxiety)
+    assert anxiety[0]["output"].startswith("The predicted PHQ-4 anxiety score is")
+    suites = validate(Params(), "globem", tmp_path / "records", tmp_path / "docs", tmp_path / "v", echo=print)
+    assert len(suites) == 4 and all(s["success"] for s in suites.values())
+
+
+def test_globem_bad_label_names_file_row_and_field(tmp_path):
+    folder = tmp_path / "data" / "globem"
+    write_globem_fixture(folder, rows=20)
+    rows = list(csv.reader((folder / "globem_depression.csv").open()))
+    rows[4][-1] = "7"
+    with (folder / "globem_depression.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    with pytest.raises(
+        HealthSLMError, match=r"globem_depression.csv row 3: field 'Depression' = '7' is not 0-4"
+    ):
+        prepare(Params(), ["globem"], tmp_path / "data", tmp_path / "records", echo=lambda _: None)
+    assert not (tmp_path / "records" / "globem").exists()
+
+
+def test_imhi_csv_without_its_column_is_a_clear_error(tmp_path, mirror):
+    import shutil
+
+    folder = tmp_path / "data" / "dr"
+    shutil.copytree(mirror / "mentalllama", folder)
+    (folder / "DR_valid_complete.csv").write_text("post,question\nhello,there\n")
+    with pytest.raises(HealthSLMError, match=r"DR_valid_complete.csv: missing column\(s\) response"):
+        prepare(Params(), ["dr"], tmp_path / "data", tmp_path / "records", echo=lambda _: None)
+
+
+PLUGIN = """
+from healthslm.data.loaders import csv_text_dataset
+from healthslm.data.registry import register
+
+register(csv_text_dataset(
+    "isear_mini", task="emotion", files={"train": "train.csv", "eval": "test.csv"},
+    text_column="text", label_column="emotion", label_space=("joy", "fear", "anger"),
+    instruction="Which emotion does the writer describe?", answer_prefix="The emotion is",
+    license="research use", citation="Scherer & Wallbott, 1994",
+))
+"""
+
+
+def test_a_plugin_adds_a_csv_text_dataset_without_touching_the_core(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (tmp_path / "isear_plugin.py").write_text(PLUGIN)
+    folder = tmp_path / "data" / "isear_mini"
+    folder.mkdir(parents=True)
+    emotions = ["joy", "fear", "anger"]
+    words = [
+        "river",
+        "garden",
+        "exam",
+        "storm",
+        "letter",
+        "train",
+        "dog",
+        "concert",
+        "hospital",
+        "wedding",
+        "bicycle",
+        "market",
+    ]
+    for name, first, count in (("train.csv", 0, 30), ("test.csv", 500, 12)):
+        with (folder / name).open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["text", "emotion"])
+            for i in range(first, first + count):
+                story = " ".join(words[(i * k) % len(words)] for k in (1, 5, 7))
+                writer.writerow(
+                    [f"Something about the {story} ({i * 7919}) made me feel it.", emotions[(i - first) % 3]]
+                )
+    try:
+        params = parse_params({"data": {"datasets": ["isear_mini"], "plugins": ["isear_plugin"]}})
+        prepare(params, ["isear_mini"], tmp_path / "data", tmp_path / "records", echo=lambda _: None)
+        records = read_records(tmp_path / "records", "isear_mini", "emotion", "eval")
+        assert len(records) == 12 and records[1]["label"] == "fear"
+        assert records[1]["output"] == "The emotion is fear."
+        suites = validate(
+            params, "isear_mini", tmp_path / "records", tmp_path / "docs", tmp_path / "v", echo=lambda _: None
+        )
+        assert set(suites) == {"isear_mini_emotion.train", "isear_mini_emotion.eval"}
+    finally:
+        DATASETS.pop("isear_mini", None)
