@@ -1,4 +1,5 @@
-"""Evaluation end to end on real records with a tiny local model: valid answers, baselines, CIs."""
+"""Evaluation end to end on real records with a tiny local model: every mode and task kind, valid answers,
+baselines and intervals, plots; the seed's generate strategy and number decoding with the embedded model."""
 
 import json
 from collections import Counter
@@ -8,57 +9,108 @@ import pytest
 
 from healthslm.baselines import reading_features
 from healthslm.data.registry import all_tasks
+from healthslm.generation import NumberDecoder, parse_answer
 from healthslm.io import read_jsonl
 from healthslm.metrics import score
 from healthslm.params import Params
+from healthslm.prepare import read_records
+from healthslm.prompts import build_context, fewshot_header
 from healthslm.report import render
 
-TASKS = {k: v for k, v in all_tasks().items() if v.dataset == "pmdata"}
+TASKS = all_tasks()
+DATASETS = ["pmdata", "aw_fb", "pubmedqa", "medquad", "dr"]
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory, pmdata_records, tiny_model_dir):
+def evaluated(tmp_path_factory, all_records, tiny_model_dir):
     from healthslm.evaluate import evaluate
 
     out = tmp_path_factory.mktemp("eval")
     params = Params.model_validate(
-        {"model": str(tiny_model_dir), "eval": {"limit": 12}, "data": {"datasets": ["pmdata"]}}
+        {
+            "model": str(tiny_model_dir),
+            "data": {"datasets": DATASETS},
+            "eval": {"mode": "zs,fs-3", "limit": 6, "text_limit": 2, "text_max_new_tokens": 6},
+        }
     )
-    results = evaluate(params, pmdata_records, out / "predictions", out / "metrics.json", echo=lambda _: None)
+    results = evaluate(
+        params, all_records, out / "predictions", out / "metrics.json", out / "plots", echo=lambda _: None
+    )
     return params, results, out
 
 
-def test_every_answer_is_in_the_label_space(evaluated):
+def test_every_closed_answer_is_in_the_label_space(evaluated):
+    _, results, out = evaluated
+    for mode in ("zs", "fs-3"):
+        for key in (
+            "pmdata_fatigue",
+            "pmdata_readiness",
+            "aw_fb_activity",
+            "pubmedqa_answer",
+            "dr_depression",
+        ):
+            spec = TASKS[key]
+            rows = read_jsonl(out / "predictions" / mode / f"{key}.jsonl")
+            assert len(rows) == 6
+            assert all(str(row["answer"]) in spec.label_space for row in rows)
+            assert all(set(row["scores"]) == set(spec.spoken_answers) for row in rows)
+            assert results[mode][key]["invalid_rate"] == 0.0
+
+
+def test_few_shot_prompts_differ_from_zero_shot(evaluated):
     _, _, out = evaluated
-    for key, spec in TASKS.items():
-        rows = read_jsonl(out / "predictions" / f"{key}.jsonl")
-        assert len(rows) == 12
-        assert all(str(row["answer"]) in spec.label_space for row in rows)
-        assert all(set(row["scores"]) == set(spec.label_space) for row in rows)
-        assert all(len(row["prompt_sha256"]) == 64 for row in rows)
+    zs = read_jsonl(out / "predictions" / "zs" / "pmdata_stress.jsonl")
+    fs = read_jsonl(out / "predictions" / "fs-3" / "pmdata_stress.jsonl")
+    assert [r["id"] for r in zs] == [r["id"] for r in fs]
+    assert all(a["prompt_sha256"] != b["prompt_sha256"] for a, b in zip(zs, fs, strict=True))
 
 
-def test_metrics_have_baselines_and_intervals(evaluated, pmdata_records):
+def test_continuous_task_gets_numbers_and_text_tasks_get_text_scores(evaluated):
+    _, results, out = evaluated
+    calories = read_jsonl(out / "predictions" / "zs" / "aw_fb_calories.jsonl")
+    assert all(isinstance(row["answer"], float) for row in calories)
+    assert "mae" in results["zs"]["aw_fb_calories"]["model"]
+    for key in ("medquad_answer", "dr_depression_explanation"):
+        model = results["zs"][key]["model"]
+        assert 0 <= model["rouge_l"] <= 1 and -1 <= model["bertscore_f1"] <= 1
+        assert model["rouge_l_ci_low"] <= model["rouge_l"] <= model["rouge_l_ci_high"]
+    assert "medquad_answer" not in results["fs-3"]  # open-ended tasks run zero-shot only
+
+
+def test_metrics_have_baselines_intervals_and_confusion(evaluated, all_records):
     _, results, out = evaluated
     assert json.loads((out / "metrics.json").read_text()) == results
-    for key, spec in TASKS.items():
-        metric = spec.metric
+    for key in ("pmdata_fatigue", "pmdata_stress", "aw_fb_activity", "pubmedqa_answer"):
+        metric = TASKS[key].metric
         for system in ("model", "majority", "classical"):
-            entry = results[key][system]
+            entry = results["zs"][key][system]
             assert entry[metric + "_ci_low"] <= entry[metric] <= entry[metric + "_ci_high"]
-    train = read_jsonl(pmdata_records / "pmdata" / "fatigue.train.jsonl")
-    test = read_jsonl(pmdata_records / "pmdata" / "fatigue.eval.jsonl")[:12]
+    matrix = results["zs"]["pmdata_fatigue"]["confusion"]["matrix"]
+    assert np.array(matrix).sum() == 6 and len(matrix) == 6
+    assert "balanced_accuracy" in results["zs"]["aw_fb_activity"]["model"]
+    train = read_records(all_records, "pmdata", "fatigue", "train")
+    test = read_records(all_records, "pmdata", "fatigue", "eval")[:6]
     mode = Counter(r["label"] for r in train).most_common(1)[0][0]
-    expected = np.mean([r["label"] == mode for r in test])
-    assert results["pmdata_fatigue"]["majority"]["accuracy"] == pytest.approx(expected)
-    efficiency = results["efficiency"]
-    assert efficiency["examples"] == 48 and efficiency["examples_per_s"] > 0
-    assert efficiency["params_m"] < 5 and efficiency["peak_rss_mb"] > 0
+    assert results["zs"]["pmdata_fatigue"]["majority"]["accuracy"] == pytest.approx(
+        np.mean([r["label"] == mode for r in test])
+    )
+    efficiency = results["efficiency"]["zs"]
+    assert efficiency["examples"] == 6 * 8 + 2 * 2  # 8 label tasks, 2 text tasks
+    assert efficiency["examples_per_s"] > 0
+    assert efficiency["ttft_mean_s"] > 0 and efficiency["params_m"] < 5
 
 
-def test_report_shows_every_task_with_paper_columns(evaluated):
+def test_plots_are_written(evaluated):
+    _, _, out = evaluated
+    points = json.loads((out / "plots" / "confusion" / "zs__pmdata_fatigue.json").read_text())
+    assert len(points) == 6 and set(points[0]) == {"actual", "predicted"}
+    png = (out / "plots" / "scores" / "fs-3__pmdata_stress.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+
+
+def test_report_shows_modes_baselines_and_paper_columns(evaluated):
     params, results, _ = evaluated
-    validation = {"pmdata": {"success": True, "suites": {}, "leakage": {}}}
+    validation = {name: {"success": True, "suites": {}, "leakage": {}} for name in DATASETS}
     tokens = {
         "pmdata_fatigue": {
             "examples": 299,
@@ -68,10 +120,71 @@ def test_report_shows_every_task_with_paper_columns(evaluated):
         }
     }
     text = render(params, results, validation, tokens)
-    for key in TASKS:
-        assert f"| {key} |" in text
-    assert "paper, SLM mean" in text and "| 0.522 |" in text  # the paper's zero-shot SLM mean for fatigue
-    assert f"{results['pmdata_stress']['model']['mae']:.3f}" in text
+    assert "| zs | pmdata_fatigue | accuracy ↑ | 6 |" in text and "| fs-3 | pmdata_fatigue |" in text
+    assert "| 0.522 |" in text  # the paper's zero-shot SLM mean for fatigue
+    assert "| medquad_answer | 2 |" in text
+
+
+def test_seed_fewshot_header_is_byte_for_byte():
+    spec = TASKS["pmdata_fatigue"]
+    examples = [{"instruction": "I.", "input": "Q 1.5?", "output": "The predicted fatigue level is 3."}]
+    assert fewshot_header(examples, spec, "seed") == (
+        "You are a health assistant. Your mission is to read the following 1 examples and return your "
+        "prediction based on the health query.\n\nExample 1\nI. Q 1.5? The predicted fatigue level is 3.\n"
+        "\nFinally, please answer to the below question:\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "generated", "expected"),
+    [
+        ("pmdata_fatigue", " 3.", "3"),
+        ("pmdata_fatigue", "10:15:15", None),  # the embedded model's zero-shot answer: not a valid label
+        ("pmdata_readiness", ": 10", "10"),
+        ("pmdata_stress", "I think 2.0 overall", "2"),
+        ("aw_fb_activity", " 4.", "4"),
+        ("aw_fb_calories", " 63.5 calories.", "63.5"),
+        ("pubmedqa_answer", " Maybe, the data are weak.", "maybe"),
+        ("dr_depression", " no. Reasoning: ...", "no"),
+        ("pmdata_sleep_quality", "unclear", None),
+    ],
+)
+def test_seed_parsing(key, generated, expected):
+    assert parse_answer(TASKS[key], generated) == expected
+
+
+def test_generate_strategy_reports_invalid_rate_with_the_embedded_model(tmp_path, pmdata_records, embedded):
+    from healthslm.evaluate import evaluate
+
+    params = Params.model_validate(
+        {
+            "data": {"datasets": ["pmdata"]},
+            "eval": {
+                "mode": "zs",
+                "strategy": "generate",
+                "limit": 2,
+                "chat_template": False,
+                "max_new_tokens": 8,
+            },
+        }
+    )
+    results = evaluate(
+        params, pmdata_records, tmp_path / "p", tmp_path / "m.json", tmp_path / "plots", echo=lambda _: None
+    )
+    rows = read_jsonl(tmp_path / "p" / "zs" / "pmdata_fatigue.jsonl")
+    assert len(rows) == 2 and all("raw" in row for row in rows)
+    rate = results["zs"]["pmdata_fatigue"]["invalid_rate"]
+    assert rate == sum(row["answer"] is None for row in rows) / 2
+    assert results["efficiency"]["zs"]["decode_tokens_per_s"] > 0
+
+
+def test_number_decoding_always_gives_a_number(embedded, all_records):
+    model, tokenizer = embedded
+    spec = TASKS["aw_fb_calories"]
+    decoder = NumberDecoder(model, tokenizer)
+    for record in read_records(all_records, "aw_fb", "calories", "eval")[:3]:
+        value = float(decoder(build_context(record, spec, tokenizer, True), special_tokens=False))
+        assert value >= 0
 
 
 def test_mae_metrics_and_interval():

@@ -73,12 +73,12 @@ def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_di
     assert _ran(first) == per_dataset | {"token_economy", "evaluate", "report"}
     assert "globem: skipped, no globem_anxiety.csv" in first.stdout
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
-    assert metrics["pmdata_fatigue"]["n"] == 3
-    assert 0 <= metrics["pmdata_fatigue"]["model"]["accuracy"] <= 1
-    assert metrics["efficiency"]["params_m"] == pytest.approx(134.5, abs=0.5)
-    assert metrics["pubmedqa_answer"]["n"] == 3
+    assert metrics["zs"]["pmdata_fatigue"]["n"] == 3 and metrics["fs-3"]["pmdata_fatigue"]["n"] == 3
+    assert 0 <= metrics["zs"]["pmdata_fatigue"]["model"]["accuracy"] <= 1
+    assert metrics["efficiency"]["zs"]["params_m"] == pytest.approx(134.5, abs=0.5)
+    assert metrics["zs"]["pubmedqa_answer"]["n"] == 3
     report = (project / "reports" / "report.md").read_text()
-    assert "| pmdata_readiness | mae ↓ | 3 |" in report and "| globem |" in report
+    assert "| zs | pmdata_readiness | mae ↓ | 3 |" in report and "| globem |" in report
     assert (project / "reports" / "data_docs" / "pmdata" / "index.html").exists()
     tokens = json.loads((project / "reports" / "token_economy.json").read_text())
     assert tokens["pmdata_fatigue"]["compact_over_seed"] <= 1 / 3
@@ -92,7 +92,9 @@ def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_di
     _set_params(project, eval__limit=4)
     third = run(["dvc", "repro"], project, env)
     assert _ran(third) == {"evaluate", "report"}
-    assert json.loads((project / "reports" / "metrics.json").read_text())["pmdata_fatigue"]["n"] == 4
+    assert json.loads((project / "reports" / "metrics.json").read_text())["zs"]["pmdata_fatigue"]["n"] == 4
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], project, env).stdout)["data"]
+    assert any("confusion" in name for name in plots) and any(name.endswith(".png") for name in plots)
 
     # A change to one dataset's raw files re-runs only that dataset's stages (and what reads all records).
     raw = project / "data" / "pubmedqa" / "ori_pqal.json"
@@ -106,12 +108,13 @@ def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_di
 
     run(["git", "add", "-A"], project, env)
     run(["git", "commit", "-qm", "baseline"], project, env)
-    switched = run(["dvc", "exp", "run", "-S", f"model={tiny_model_dir}", "-n", "tiny"], project, env)
+    experiment = ["dvc", "exp", "run", "-S", f"model={tiny_model_dir}", "-S", "eval.mode=fs-5", "-n", "tiny"]
+    switched = run(experiment, project, env)
     assert _ran(switched) == {"evaluate", "report"}
     table = json.loads(run(["dvc", "exp", "show", "--json"], project, env).stdout)
     assert "tiny" in json.dumps(table)
     tiny = json.loads((project / "reports" / "metrics.json").read_text())
-    assert tiny["efficiency"]["params_m"] < 5
+    assert tiny["efficiency"]["fs-5"]["params_m"] < 5 and set(tiny) == {"fs-5", "efficiency"}
 
     hub = run(["dvc", "exp", "run", "-S", "model=tinyllama"], project, env, ok=False)
     assert hub.returncode != 0

@@ -54,3 +54,20 @@ def test_common_prefix_keeps_one_token_for_every_candidate():
     assert _common_prefix([[1, 2, 3], [1, 2, 4]]) == [1, 2]
     assert _common_prefix([[1, 2], [1, 2, 3]]) == [1]
     assert _common_prefix([[5], [6]]) == []
+
+
+def test_shared_prefix_cache_gives_the_same_scores(embedded, pmdata_records):
+    from healthslm.prompts import shared_prefix
+
+    model, tokenizer = embedded
+    spec = TASKS["pmdata_stress"]
+    train = read_jsonl(pmdata_records / "pmdata" / "stress.train.jsonl")
+    record = read_jsonl(pmdata_records / "pmdata" / "stress.eval.jsonl")[3]
+    context = build_context(record, spec, tokenizer, True, "compact", examples=train[:2])
+    continuations = [answer_continuation(label) for label in spec.label_space]
+    scorer = LabelScorer(model, tokenizer)
+    plain = scorer.score(context, continuations, special_tokens=False)
+    prefix = shared_prefix(context, record, spec, "compact")
+    assert "Example 2" in prefix and prefix.endswith("question:\n")
+    scorer.set_shared_prefix(prefix, special_tokens=False)
+    assert scorer.score(context, continuations, special_tokens=False) == pytest.approx(plain, abs=2e-3)

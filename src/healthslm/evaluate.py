@@ -1,13 +1,20 @@
-"""`healthslm evaluate`: score each task's eval examples with the model, beside baselines on the same split.
+"""`healthslm evaluate`: every task in every mode (zero-shot, few-shot), beside baselines on the same split.
 
-Writes per-task predictions (JSONL) under artifacts/predictions/ and reports/metrics.json.
+Answer strategies: `score` (default) picks the answer with the highest likelihood (closed tasks) or decodes a
+constrained number (continuous tasks), so every example gets a valid answer; `generate` reproduces the
+seed's greedy decoding + regex parsing and reports its invalid-output rate. Open-ended tasks (MedQuAD, and
+the DR/Dreaddit explanations) are generated and scored as text (zero-shot only).
+Writes per-task predictions under artifacts/predictions/<mode>/, reports/metrics.json and reports/plots/.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import resource
+import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +24,14 @@ from rich.progress import track
 from healthslm import metrics
 from healthslm.baselines import baseline_predictions
 from healthslm.data.registry import get_dataset
+from healthslm.generation import NumberDecoder, generate, parse_answer
 from healthslm.io import atomic_dir, write_json, write_jsonl
 from healthslm.models.loader import load_model_and_tokenizer, model_location
 from healthslm.models.registry import ModelPreset, resolve_model
 from healthslm.params import Params
-from healthslm.prepare import RECORDS_DIR, SKIPPED_FILE, read_records
-from healthslm.prompts import answer_continuation, build_context
+from healthslm.plots import PLOTS_DIR, write_plots
+from healthslm.prepare import RECORDS_DIR, SKIPPED_FILE, fewshot_path, read_records
+from healthslm.prompts import answer_continuation, build_context, shared_prefix
 from healthslm.scoring import LabelScorer
 from healthslm.tasks import TaskSpec
 
@@ -30,36 +39,130 @@ PREDICTIONS_DIR = Path("artifacts/predictions")
 METRICS_FILE = Path("reports/metrics.json")
 
 
-def evaluable_tasks(params: Params, records_dir: Path) -> list[TaskSpec]:
-    """Tasks with a closed label space whose dataset was prepared (not skipped)."""
-    tasks = []
-    for name in params.data.datasets:
-        if not (records_dir / name / SKIPPED_FILE).exists():
-            tasks += [task for task in get_dataset(name).tasks if task.closed]
-    return tasks
+@dataclass
+class Runner:
+    """The model and everything needed to answer one example."""
+
+    params: Params
+    model: object
+    tokenizer: object
+    use_chat: bool
+    scorer: LabelScorer
+    numbers: NumberDecoder
+    latencies: list[float] = field(default_factory=list)
+    ttfts: list[float] = field(default_factory=list)
+    decode_rates: list[float] = field(default_factory=list)
+
+    def context(self, record: dict, spec: TaskSpec, examples: list[dict]) -> str:
+        fmt = self.params.eval.prompt_format
+        return build_context(record, spec, self.tokenizer, self.use_chat, fmt, examples)
+
+    def _timed_generate(self, context: str, max_new_tokens: int, sample_seed: int | None = None):
+        out = generate(self.model, self.tokenizer, context, max_new_tokens, not self.use_chat, sample_seed)
+        self.ttfts.append(out.ttft_s)
+        if out.decode_tokens_per_s:
+            self.decode_rates.append(out.decode_tokens_per_s)
+        return out
+
+    def answer(self, record: dict, spec: TaskSpec, context: str) -> dict:
+        """One prediction row; `answer` is a label, or None when generation gave no valid answer."""
+        special = not self.use_chat
+        row: dict = {"id": record["id"], "prompt_sha256": hashlib.sha256(context.encode()).hexdigest()}
+        if self.params.eval.strategy == "generate":
+            raw, spoken = "", None
+            for attempt in range(self.params.eval.max_resamples + 1):
+                seed = None if attempt == 0 else self.params.base.seed + attempt
+                raw = self._timed_generate(context, self.params.eval.max_new_tokens, seed).text
+                if (spoken := parse_answer(spec, raw)) is not None:
+                    break
+            row |= {"raw": raw, "answer": spec.label_of_answer(spoken) if spoken is not None else None}
+        elif spec.closed:
+            logprobs = self.scorer.score(
+                context, [answer_continuation(a) for a in spec.spoken_answers], special
+            )
+            row["answer"] = spec.parse_label(spec.label_space[int(np.argmax(logprobs))])
+            row["scores"] = dict(zip(spec.spoken_answers, (round(v, 4) for v in logprobs), strict=True))
+        else:
+            row["answer"] = spec.parse_label(self.numbers(context, special))
+        return row | {"gold": record["label"]}
 
 
-def _predict(
-    scorer: LabelScorer, spec: TaskSpec, records: list[dict], use_chat: bool, prompt_format: str
-) -> tuple[list[dict], list[float]]:
-    continuations = [answer_continuation(answer) for answer in spec.spoken_answers]
-    rows, latencies = [], []
-    for record in track(records, description=f"{spec.key:>22}", transient=True):
-        context = build_context(record, spec, scorer.tokenizer, use_chat, prompt_format)
+def _fewshot_examples(spec: TaskSpec, shots: int, records_dir: Path, train: list[dict]) -> list[dict]:
+    if not shots:
+        return []
+    pool = json.loads(fewshot_path(records_dir, spec.dataset, spec.name).read_text())[str(shots)]
+    by_id = {r["id"]: r for r in train}
+    return [by_id[record_id] for record_id in pool]
+
+
+def predict(runner: Runner, spec: TaskSpec, test: list[dict], examples: list[dict], label: str) -> list[dict]:
+    rows = []
+    prefix = shared_prefix(
+        runner.context(test[0], spec, examples), test[0], spec, runner.params.eval.prompt_format
+    )
+    runner.scorer.set_shared_prefix(prefix, special_tokens=not runner.use_chat)
+    for record in track(test, description=label, transient=True):
+        context = runner.context(record, spec, examples)
         start = time.perf_counter()
-        logprobs = scorer.score(context, continuations, special_tokens=not use_chat)
-        latencies.append(time.perf_counter() - start)
-        best = int(np.argmax(logprobs))
+        row = runner.answer(record, spec, context)
+        row["latency_s"] = round(time.perf_counter() - start, 4)
+        runner.latencies.append(row["latency_s"])
+        rows.append(row)
+    runner.scorer.set_shared_prefix(None)
+    return rows
+
+
+def explain(runner: Runner, spec: TaskSpec, test: list[dict]) -> tuple[list[dict], list[str]]:
+    """Open-ended generation: MedQuAD answers, or label + reasoning for the IMHI posts."""
+    rows, references = [], []
+    for record in track(test, description=f"{spec.key} (text)", transient=True):
+        context = build_context(record, spec, runner.tokenizer, runner.use_chat, "seed")
+        start = time.perf_counter()
+        out = runner._timed_generate(context, runner.params.eval.text_max_new_tokens)
+        latency = round(time.perf_counter() - start, 4)
+        runner.latencies.append(latency)
         rows.append(
             {
                 "id": record["id"],
                 "prompt_sha256": hashlib.sha256(context.encode()).hexdigest(),
-                "answer": spec.parse_label(spec.label_space[best]),
-                "gold": record["label"],
-                "scores": dict(zip(spec.label_space, (round(v, 4) for v in logprobs), strict=True)),
+                "answer": out.text,
+                "reference": record["output"],
+                "latency_s": latency,
             }
         )
-    return rows, latencies
+        references.append(record["output"])
+    return rows, references
+
+
+def label_metrics(
+    spec: TaskSpec, rows: list[dict], train: list[dict], test: list[dict], params: Params
+) -> dict:
+    gold = [row["gold"] for row in rows]
+    predicted = [row["answer"] for row in rows]
+    invalid = sum(p is None for p in predicted)
+    samples, seed = params.eval.bootstrap_samples, params.base.seed
+    result: dict = {"n": len(rows), "invalid_rate": round(invalid / max(len(rows), 1), 4)}
+    if spec.metric == "accuracy":  # an invalid answer is a wrong answer, as in the seed
+        sentinel = -1 if spec.label_kind == "int" else "<invalid>"
+        result["model"] = metrics.score(
+            spec, gold, [sentinel if p is None else p for p in predicted], samples, seed
+        )
+    else:  # the seed averages errors over valid answers only
+        pairs = [(g, p) for g, p in zip(gold, predicted, strict=True) if p is not None]
+        result["model"] = (
+            metrics.score(spec, *map(list, zip(*pairs, strict=True)), samples, seed) if pairs else {}
+        )
+    for name, values in baseline_predictions(spec, train, test, seed).items():
+        result[name] = metrics.score(spec, gold, values, samples, seed)
+    if spec.closed:
+        result["confusion"] = metrics.confusion(spec, gold, predicted)
+    return result
+
+
+def text_metrics(rows: list[dict], references: list[str], params: Params) -> dict:
+    predictions = [row["answer"] for row in rows]
+    scores = metrics.text_scores(references, predictions, params.eval.bootstrap_samples, params.base.seed)
+    return {"n": len(rows), "model": scores}
 
 
 def _disk_mb(location: str) -> float | None:
@@ -69,30 +172,71 @@ def _disk_mb(location: str) -> float | None:
     return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6, 1)
 
 
-def _efficiency(latencies: list[float], wall: float, model, preset: ModelPreset) -> dict[str, float | None]:
-    lat = np.array(latencies)
-    return {
-        "examples": len(lat),
-        "examples_per_s": round(len(lat) / wall, 3),
+def efficiency(runner: Runner, wall: float, preset: ModelPreset) -> dict[str, float | None]:
+    lat = np.array(runner.latencies or [0.0])
+    result = {
+        "examples": len(runner.latencies),
+        "examples_per_s": round(len(runner.latencies) / wall, 3) if wall else None,
         "latency_mean_s": round(float(lat.mean()), 4),
         "latency_p95_s": round(float(np.percentile(lat, 95)), 4),
+        "ttft_mean_s": round(float(np.mean(runner.ttfts)), 4) if runner.ttfts else None,
+        "decode_tokens_per_s": round(float(np.mean(runner.decode_rates)), 2) if runner.decode_rates else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+        "params_m": round(sum(p.numel() for p in runner.model.parameters()) / 1e6, 2),
         "disk_mb": _disk_mb(model_location(preset)),
     }
-
-
-def task_metrics(
-    spec: TaskSpec, rows: list[dict], train: list[dict], test: list[dict], params: Params
-) -> dict:
-    gold = [row["gold"] for row in rows]
-    systems = {"model": [row["answer"] for row in rows]}
-    systems |= baseline_predictions(spec, train, test, params.base.seed)
-    samples, seed = params.eval.bootstrap_samples, params.base.seed
-    result: dict = {"n": len(rows)}
-    for name, predicted in systems.items():
-        result[name] = metrics.score(spec, gold, predicted, samples, seed)
+    if torch.cuda.is_available():
+        result["peak_vram_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return result
+
+
+def evaluable_tasks(params: Params, records_dir: Path) -> list[TaskSpec]:
+    """Tasks of the datasets that were prepared (not skipped)."""
+    tasks = []
+    for name in params.data.datasets:
+        if not (records_dir / name / SKIPPED_FILE).exists():
+            tasks += list(get_dataset(name).tasks)
+    return tasks
+
+
+def _make_runner(params: Params) -> tuple[Runner, ModelPreset]:
+    preset = resolve_model(params.model)
+    torch.manual_seed(params.base.seed)
+    model, tokenizer = load_model_and_tokenizer(preset, dtype=torch.float32)
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    use_chat = (
+        params.eval.chat_template and preset.chat_template == "tokenizer" and bool(tokenizer.chat_template)
+    )
+    # bf16 autocast measured slower than fp32 for prefill-bound scoring on this CPU, so "auto" means fp32.
+    scorer = LabelScorer(model, tokenizer, autocast_bf16=params.eval.dtype == "bfloat16")
+    return Runner(params, model, tokenizer, use_chat, scorer, NumberDecoder(model, tokenizer)), preset
+
+
+def _run_mode(runner: Runner, mode: str, records_dir: Path, out: Path, plots_dir: Path, echo) -> dict:
+    params, shots = runner.params, 0 if mode == "zs" else int(mode.split("-")[1])
+    results: dict = {}
+    for spec in evaluable_tasks(params, records_dir):
+        train = read_records(records_dir, spec.dataset, spec.name, "train")
+        test = read_records(records_dir, spec.dataset, spec.name, "eval")
+        if spec.label_kind == "text":
+            if mode != "zs":
+                continue
+            rows, references = explain(runner, spec, test[: params.eval.text_limit])
+            results[spec.key] = text_metrics(rows, references, params)
+        else:
+            test = test[: params.eval.limit]
+            examples = _fewshot_examples(spec, shots, records_dir, train)
+            rows = predict(runner, spec, test, examples, f"{mode} {spec.key}")
+            results[spec.key] = label_metrics(spec, rows, train, test, params)
+            if spec.input_first and mode == "zs":  # IMHI: also the explanation, against gpt-3.5's
+                text_rows, references = explain(runner, spec, test[: params.eval.text_limit])
+                write_jsonl(out / f"{spec.key}_explanation.jsonl", text_rows)
+                results[f"{spec.key}_explanation"] = text_metrics(text_rows, references, params)
+        write_jsonl(out / f"{spec.key}.jsonl", rows)
+        write_plots(plots_dir, mode, spec, rows, results[spec.key])
+        echo(summary_line(mode, spec, results[spec.key]))
+    return results
 
 
 def evaluate(
@@ -100,37 +244,33 @@ def evaluate(
     records_dir: Path = RECORDS_DIR,
     out_dir: Path = PREDICTIONS_DIR,
     metrics_file: Path = METRICS_FILE,
+    plots_dir: Path = PLOTS_DIR,
     echo=print,
 ) -> dict:
-    preset = resolve_model(params.model)
-    torch.manual_seed(params.base.seed)
-    model, tokenizer = load_model_and_tokenizer(preset, dtype=torch.float32)
-    use_chat = (
-        params.eval.chat_template and preset.chat_template == "tokenizer" and bool(tokenizer.chat_template)
-    )
-    # bf16 autocast measured slower than fp32 for prefill-bound scoring on this CPU, so "auto" means fp32.
-    scorer = LabelScorer(model, tokenizer, autocast_bf16=params.eval.dtype == "bfloat16")
-    results: dict = {}
-    all_latencies: list[float] = []
-    started = time.perf_counter()
+    runner, preset = _make_runner(params)
+    results: dict = {"efficiency": {}}
+    shutil.rmtree(plots_dir, ignore_errors=True)
     with atomic_dir(out_dir) as tmp:
-        for spec in evaluable_tasks(params, records_dir):
-            test = read_records(records_dir, spec.dataset, spec.name, "eval")[: params.eval.limit]
-            train = read_records(records_dir, spec.dataset, spec.name, "train")
-            rows, latencies = _predict(scorer, spec, test, use_chat, params.eval.prompt_format)
-            all_latencies += latencies
-            write_jsonl(tmp / f"{spec.key}.jsonl", rows)
-            results[spec.key] = task_metrics(spec, rows, train, test, params)
-            echo(_summary_line(spec, results[spec.key]))
-    results["efficiency"] = _efficiency(all_latencies, time.perf_counter() - started, model, preset)
+        for mode in params.eval.mode:
+            runner.latencies, runner.ttfts, runner.decode_rates = [], [], []
+            started = time.perf_counter()
+            results[mode] = _run_mode(runner, mode, records_dir, tmp / mode, plots_dir, echo)
+            results["efficiency"][mode] = efficiency(runner, time.perf_counter() - started, preset)
     write_json(metrics_file, results)
     return results
 
 
-def _summary_line(spec: TaskSpec, result: dict) -> str:
-    m = spec.metric
-    return (
-        f"{spec.key}: {m} model {result['model'][m]:.3f} "
-        f"[{result['model'][m + '_ci_low']:.3f}, {result['model'][m + '_ci_high']:.3f}] | "
-        f"majority {result['majority'][m]:.3f} | classical {result['classical'][m]:.3f} (n={result['n']})"
+def summary_line(mode: str, spec: TaskSpec, result: dict) -> str:
+    model = result.get("model", {})
+    metric = spec.metric if spec.metric in model else next(iter(model), "")
+    if not metric:
+        return f"{mode} {spec.key}: no valid answers (n={result['n']})"
+    line = (
+        f"{mode} {spec.key}: {metric} model {model[metric]:.3f} "
+        f"[{model[metric + '_ci_low']:.3f}, {model[metric + '_ci_high']:.3f}]"
     )
+    if "majority" in result:
+        line += f" | majority {result['majority'][metric]:.3f} | classical {result['classical'][metric]:.3f}"
+    if result.get("invalid_rate"):
+        line += f" | invalid {result['invalid_rate']:.1%}"
+    return line + f" (n={result['n']})"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from healthslm.errors import HealthSLMError
 
@@ -43,14 +43,26 @@ class ValidateParams(Block):
     max_leakage: float = Field(default=0.2, ge=0, le=1)
 
 
+Mode = Literal["zs", "fs-1", "fs-3", "fs-5", "fs-10"]
+
+
 class EvalParams(Block):
-    mode: Literal["zs"] = "zs"
-    strategy: Literal["score"] = "score"
+    mode: list[Mode] = Field(default=["zs", "fs-3"], min_length=1)  # `-S eval.mode=fs-5` also works
+    strategy: Literal["score", "generate"] = "score"
     prompt_format: Literal["seed", "compact"] = "seed"
-    limit: int | None = Field(default=40, gt=0)
+    limit: int | None = Field(default=25, gt=0)
+    text_limit: int | None = Field(default=5, gt=0)  # open-ended examples per task (generation is slow)
+    max_new_tokens: int = Field(default=20, gt=0)  # the seed's, for `generate`
+    text_max_new_tokens: int = Field(default=48, gt=0)
+    max_resamples: int = Field(default=0, ge=0)  # `generate`: resample an invalid answer (the seed's option)
     chat_template: bool = True
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     bootstrap_samples: int = Field(default=1000, ge=100)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        return [v.strip() for v in value.split(",")] if isinstance(value, str) else value
 
 
 class Params(Block):

@@ -97,21 +97,56 @@ def question(record: dict, spec: TaskSpec, prompt_format: str) -> str:
         return compact_question(record, spec)
     if spec.input_first:  # IMHI: "Post: ... Question: ... is"
         return f"{record['input']} {record['instruction']}"
-    return seed_question(record)
+    if spec.dataset in COMPACT_FIELDS:  # HealthSLM-Bench's wearable prompts
+        return seed_question(record)
+    return f"{record['instruction']}\n{record['input']}"
 
 
 def answer_continuation(answer: str) -> str:
     return f" {answer}."
 
 
+def _example(record: dict, spec: TaskSpec, prompt_format: str) -> str:
+    if prompt_format == "compact" and spec.dataset in COMPACT_FIELDS:
+        return f"{compact_question(record, spec)}\n{record['output']}"
+    if spec.input_first:
+        return f"{record['input']} {record['instruction']} {record['output']}"
+    return f"{record['instruction']} {record['input']} {record['output']}"  # the seed leaves these unquoted
+
+
+def fewshot_header(examples: list[dict], spec: TaskSpec, prompt_format: str) -> str:
+    """HealthSLM-Bench's few-shot header, byte for byte in the seed format."""
+    if not examples:
+        return ""
+    header = (
+        f"You are a health assistant. Your mission is to read the following {len(examples)} examples and "
+        "return your prediction based on the health query.\n"
+    )
+    for number, example in enumerate(examples, start=1):
+        header += f"\nExample {number}\n{_example(example, spec, prompt_format)}\n"
+    return header + "\nFinally, please answer to the below question:\n"
+
+
 def build_context(
-    record: dict, spec: TaskSpec, tokenizer, use_chat_template: bool, prompt_format: str = "seed"
+    record: dict,
+    spec: TaskSpec,
+    tokenizer,
+    use_chat_template: bool,
+    prompt_format: str = "seed",
+    examples: list[dict] | None = None,
 ) -> str:
     """The text the model sees, ending just before the answer (no trailing space)."""
-    text = question(record, spec, prompt_format)
+    text = fewshot_header(examples or [], spec, prompt_format) + question(record, spec, prompt_format)
     prefix = "" if spec.input_first else spec.answer_prefix
     if use_chat_template:
         messages = [{"role": "user", "content": text}]
         head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return head + prefix if prefix else head.rstrip(" ")
     return f"{text} {prefix}" if prefix else text
+
+
+def shared_prefix(context: str, record: dict, spec: TaskSpec, prompt_format: str) -> str:
+    """The part of `context` before the record's own question: the same for every record of a task."""
+    own = question(record, spec, prompt_format)
+    cut = context.rfind(own)
+    return context[:cut] if cut > 0 else ""

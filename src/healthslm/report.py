@@ -13,6 +13,7 @@ from healthslm.io import write_text
 from healthslm.metrics import LOWER_IS_BETTER
 from healthslm.models.registry import resolve_model
 from healthslm.params import Params
+from healthslm.plots import PLOTS_DIR
 from healthslm.tasks import TaskSpec
 from healthslm.token_economy import TOKENS_FILE
 from healthslm.validate import DOCS_DIR, SUMMARY_DIR
@@ -47,38 +48,69 @@ def _paper_value(table: dict, setting: str, model: str | None, spec: TaskSpec) -
 
 
 def _cell(result: dict, metric: str) -> str:
+    if metric not in result:
+        return "—"
     return f"{result[metric]:.3f} [{result[metric + '_ci_low']:.3f}, {result[metric + '_ci_high']:.3f}]"
 
 
 def results_table(metrics: dict, params: Params, paper_model: str | None) -> list[str]:
     table = paper_reference()
     lines = [
-        "| task | metric | n | model [95% CI] | majority/median [95% CI] | classical [95% CI] "
-        f"| paper, {paper_model or 'same model'} | paper, SLM mean |",
-        "|---|---|--:|---|---|---|--:|--:|",
+        "| mode | task | metric | n | model [95% CI] | invalid | majority/median [95% CI] "
+        f"| classical [95% CI] | paper, {paper_model or 'same model'} | paper, SLM mean |",
+        "|---|---|---|--:|---|--:|---|---|--:|--:|",
     ]
-    for key, spec in all_tasks().items():
-        if key not in metrics:
-            continue
-        result, metric = metrics[key], spec.metric
-        arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
-        lines.append(
-            f"| {key} | {metric} {arrow} | {result['n']} | {_cell(result['model'], metric)} "
-            f"| {_cell(result['majority'], metric)} | {_cell(result['classical'], metric)} "
-            f"| {_paper_value(table, params.eval.mode, paper_model, spec)} "
-            f"| {_paper_value(table, params.eval.mode, 'SLM_mean', spec)} |"
-        )
+    for mode in params.eval.mode:
+        for key, spec in all_tasks().items():
+            result = metrics.get(mode, {}).get(key)
+            if not result or "majority" not in result:
+                continue
+            metric = spec.metric
+            arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
+            lines.append(
+                f"| {mode} | {key} | {metric} {arrow} | {result['n']} | {_cell(result['model'], metric)} "
+                f"| {result['invalid_rate']:.1%} | {_cell(result['majority'], metric)} "
+                f"| {_cell(result['classical'], metric)} | {_paper_value(table, mode, paper_model, spec)} "
+                f"| {_paper_value(table, mode, 'SLM_mean', spec)} |"
+            )
     return lines
 
 
+def text_table(metrics: dict) -> list[str]:
+    lines = ["| task | n | ROUGE-L [95% CI] | BERTScore F1 [95% CI] |", "|---|--:|---|---|"]
+    for key, result in metrics.get("zs", {}).items():
+        if "rouge_l" in result.get("model", {}):
+            lines.append(
+                f"| {key} | {result['n']} | {_cell(result['model'], 'rouge_l')} "
+                f"| {_cell(result['model'], 'bertscore_f1')} |"
+            )
+    return lines
+
+
+EFFICIENCY_COLUMNS = (
+    "examples",
+    "examples_per_s",
+    "latency_mean_s",
+    "latency_p95_s",
+    "ttft_mean_s",
+    "decode_tokens_per_s",
+    "peak_rss_mb",
+    "params_m",
+    "disk_mb",
+)
+
+
 def efficiency_table(efficiency: dict) -> list[str]:
-    return [
-        "| examples | examples/s | mean latency (s) | p95 latency (s) | peak RSS (MB) | params (M) "
-        "| disk (MB) |",
-        "|--:|--:|--:|--:|--:|--:|--:|",
-        "| {examples} | {examples_per_s} | {latency_mean_s} | {latency_p95_s} | {peak_rss_mb} | {params_m} "
-        "| {disk_mb} |".format(**efficiency),
-    ]
+    lines = ["| mode | " + " | ".join(EFFICIENCY_COLUMNS) + " |", "|---|" + "--:|" * len(EFFICIENCY_COLUMNS)]
+    for mode, row in efficiency.items():
+        cells = " | ".join("—" if row.get(c) is None else str(row[c]) for c in EFFICIENCY_COLUMNS)
+        lines.append(f"| {mode} | {cells} |")
+    return lines
+
+
+def plot_gallery(plots_dir: Path) -> list[str]:
+    images = sorted((plots_dir / "scores").glob("*.png"))
+    return [f"![{image.stem}]({image.relative_to(REPORT_FILE.parent)})" for image in images]
 
 
 def token_table(tokens: dict) -> list[str]:
@@ -124,7 +156,6 @@ def data_section(validations: dict[str, dict]) -> list[str]:
 def render(params: Params, metrics: dict, validations: dict[str, dict], tokens: dict) -> str:
     preset = resolve_model(params.model)
     limit = params.eval.limit or "all"
-    not_scored = [k for k, s in all_tasks().items() if s.dataset in params.data.datasets and not s.closed]
     lines = [
         "# healthslm report",
         "",
@@ -138,14 +169,23 @@ def render(params: Params, metrics: dict, validations: dict[str, dict], tokens: 
         "model (gradient boosting on the prompt's numbers, or TF-IDF + logistic regression on text), fitted "
         "on "
         "train and scored on the same examples. Brackets: 95 % percentile-bootstrap interval. Paper columns: "
-        "HealthSLM-Bench (arXiv:2509.07260), n=299, generation with regex parsing; ours scores the label set "
-        "by likelihood, so every answer is valid.",
+        "HealthSLM-Bench (arXiv:2509.07260), n=299, generation with regex parsing, for the same mode.",
         "",
         *results_table(metrics, params, preset.paper_name),
         "",
-        f"Not scored by likelihood (open-ended or continuous; need generation): {', '.join(not_scored)}."
-        if not_scored
-        else "",
+        "Invalid: answers the seed's regex could not parse (`generate` only; `score` always answers).",
+        "",
+        "### Open-ended answers (zero-shot, generated)",
+        "",
+        *text_table(metrics),
+        "",
+        "BERTScore: F1 of all-MiniLM-L6-v2 token embeddings (layer 6, no baseline rescaling).",
+        "",
+        "### Plots",
+        "",
+        *plot_gallery(PLOTS_DIR),
+        "",
+        "Confusion matrices: `dvc plots show` / `dvc plots diff` (reports/plots/confusion/).",
         "",
         "## Efficiency",
         "",

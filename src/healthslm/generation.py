@@ -1,0 +1,141 @@
+"""Generation: the seed's greedy decode + regex parsing, constrained numeric decoding, and timing.
+
+`generate` reproduces HealthSLM-Bench's loop (greedy, 20 new tokens, regex on "<answer template> <output>")
+so its invalid-output rate can be measured; `number` decodes digits only, so a continuous task (calories)
+always gets a number.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+import torch
+from transformers.generation.streamers import BaseStreamer
+
+from healthslm.tasks import TaskSpec
+
+
+class _FirstTokenClock(BaseStreamer):
+    """generate() calls put() with the prompt, then per new token: the second call is the first token."""
+
+    def __init__(self) -> None:
+        self.calls, self.first_token_at = 0, None
+
+    def put(self, value) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            self.first_token_at = time.perf_counter()
+
+    def end(self) -> None:
+        pass
+
+
+@dataclass
+class Generated:
+    text: str
+    new_tokens: int
+    ttft_s: float  # prompt processing + first token
+    total_s: float
+
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        if self.new_tokens < 2 or self.total_s <= self.ttft_s:
+            return None
+        return (self.new_tokens - 1) / (self.total_s - self.ttft_s)
+
+
+@torch.inference_mode()
+def generate(
+    model, tokenizer, context: str, max_new_tokens: int, special_tokens: bool, sample_seed: int | None = None
+) -> Generated:
+    """Greedy (or, with a seed, the seed's temperature 0.3 / top-p 0.9 sampling) continuation of `context`."""
+    ids = torch.tensor([tokenizer(context, add_special_tokens=special_tokens).input_ids], device=model.device)
+    clock = _FirstTokenClock()
+    sampling = {}
+    if sample_seed is not None:
+        torch.manual_seed(sample_seed)
+        sampling = {"do_sample": True, "temperature": 0.3, "top_p": 0.9}
+    start = time.perf_counter()
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=max_new_tokens,
+        do_sample=bool(sampling),
+        pad_token_id=tokenizer.eos_token_id,
+        streamer=clock,
+        **sampling,
+    )
+    total = time.perf_counter() - start
+    new = out[0, ids.shape[1] :]
+    ttft = (clock.first_token_at or time.perf_counter()) - start
+    return Generated(tokenizer.decode(new, skip_special_tokens=True), int(new.numel()), ttft, total)
+
+
+_NUMBER = r"(\d+(?:\.\d+)?)"
+
+
+def parse_answer(spec: TaskSpec, generated: str) -> str | None:
+    """The seed's parsing: its regex on "<answer template> <output>", else the first number / answer word.
+
+    Returns one of the task's spoken answers (closed tasks) or a number as text, or None (invalid).
+    """
+    text = f"{spec.answer_prefix} {generated.strip()}" if spec.answer_prefix else generated
+    if spec.label_kind in ("int", "float") or spec.spoken_answers[0].isdigit():
+        match = re.search(re.escape(spec.answer_prefix) + r":?\s*" + _NUMBER, text) or re.search(
+            _NUMBER, text
+        )
+        if not match:
+            return None
+        value = match.group(1)
+        if spec.label_kind != "float" and value.endswith(".0"):
+            value = value[:-2]
+        return value if not spec.closed or value in spec.spoken_answers else None
+    words = "|".join(re.escape(a) for a in sorted(spec.spoken_answers, key=len, reverse=True))
+    match = re.search(rf"\b({words})\b", generated, flags=re.IGNORECASE)
+    if not match:
+        return None
+    lowered = {a.lower(): a for a in spec.spoken_answers}
+    return lowered[match.group(1).lower()]
+
+
+class NumberDecoder:
+    """Greedy decoding restricted to a number: a leading space, digits and one decimal point."""
+
+    def __init__(self, model, tokenizer, max_tokens: int = 8):
+        self.model, self.tokenizer, self.max_tokens = model, tokenizer, max_tokens
+        pieces = {i: tokenizer.convert_tokens_to_string([t]) for t, i in tokenizer.get_vocab().items()}
+        self.pieces = pieces
+        self.digits = [i for i, p in pieces.items() if p.isdigit()]
+        self.point = [i for i, p in pieces.items() if p == "."]
+        self.space = [i for i, p in pieces.items() if p == " "]
+        self.stops = [tokenizer.eos_token_id] + [i for i, p in pieces.items() if p == "\n"]
+
+    def _allowed(self, step: int, text: str) -> list[int]:
+        if step == 0:
+            return self.digits + self.space
+        if not any(c.isdigit() for c in text):
+            return self.digits
+        return self.digits + self.stops + ([] if "." in text else self.point)
+
+    @torch.inference_mode()
+    def __call__(self, context: str, special_tokens: bool) -> str:
+        device = self.model.device
+        ids = torch.tensor(
+            [self.tokenizer(context, add_special_tokens=special_tokens).input_ids], device=device
+        )
+        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        text = ""
+        for step in range(self.max_tokens):
+            logits = out.logits[0, -1]
+            choice = max(self._allowed(step, text), key=lambda i: logits[i].item())
+            if choice in self.stops:
+                break
+            text += self.pieces[choice]
+            out = self.model(
+                input_ids=torch.tensor([[choice]], device=device),
+                past_key_values=out.past_key_values,
+                use_cache=True,
+            )
+        return text.strip().rstrip(".") or "0"
