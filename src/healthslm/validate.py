@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from healthslm.data.loaders import RECORD_FIELDS
 from healthslm.data.registry import get_dataset
 from healthslm.errors import HealthSLMError
 from healthslm.io import write_json
@@ -24,18 +25,6 @@ from healthslm.tasks import TaskSpec
 
 DOCS_DIR = Path("reports/data_docs")
 SUMMARY_DIR = Path("reports/validation")
-RECORD_COLUMNS = [
-    "id",
-    "dataset",
-    "task",
-    "split",
-    "instruction",
-    "input",
-    "output",
-    "label",
-    "label_space",
-    "provenance",
-]
 MIN_ROWS = 10
 
 
@@ -44,7 +33,7 @@ def build_suite(gx, spec: TaskSpec, split: str, params: Params):
     suite = gx.ExpectationSuite(name=f"{spec.key}.{split}")
     required = ["id", "instruction", "input", "output"] + (["label"] if spec.label_kind != "text" else [])
     expectations = [
-        expect.ExpectTableColumnsToMatchSet(column_set=RECORD_COLUMNS, exact_match=True),
+        expect.ExpectTableColumnsToMatchSet(column_set=list(RECORD_FIELDS), exact_match=True),
         expect.ExpectTableRowCountToBeBetween(min_value=MIN_ROWS),
         *(expect.ExpectColumnValuesToNotBeNull(column=c) for c in required),
         expect.ExpectColumnValuesToBeUnique(column="id"),

@@ -22,6 +22,18 @@ from healthslm.errors import HealthSLMError
 from healthslm.tasks import BUILTIN_TASKS, TaskSpec
 
 Records = dict[tuple[str, str], list[dict]]
+RECORD_FIELDS = (
+    "id",
+    "dataset",
+    "task",
+    "split",
+    "instruction",
+    "input",
+    "output",
+    "label",
+    "label_space",
+    "provenance",
+)  # the schema every stage shares; make_record writes exactly these
 
 
 def tasks_of(dataset: str) -> tuple[TaskSpec, ...]:
