@@ -20,7 +20,9 @@ def test_real_records_pass_and_data_docs_are_written(pmdata_records, tmp_path):
     assert summary["leakage"]["pmdata_fatigue"]["near"] == 41
     index = (docs / "pmdata" / "index.html").read_text()
     assert "pmdata_fatigue.eval" in index
-    assert list((docs / "pmdata").glob("validations/**/*.html"))
+    pages = json.loads((docs / "pmdata" / "pages.json").read_text())
+    assert set(pages) == set(result)  # one offline-readable page per record set, linked from the report
+    assert all((docs / "pmdata" / page).exists() for page in pages.values())
 
 
 def _corrupt(records, path, mutate):

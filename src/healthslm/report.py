@@ -150,6 +150,14 @@ def data_section(validations: dict[str, dict]) -> list[str]:
         gate = "pass" if summary["success"] else "FAIL"
         docs = f"[docs]({DOCS_DIR.relative_to('reports')}/{name}/index.html)"
         lines.append(f"| {name} | {spec.license} | {len(suites)} | {rows} | {gate} | {leaks} | {docs} |")
+    pages = [
+        f"[{suite}]({DOCS_DIR.relative_to('reports')}/{name}/{page})"
+        for name in validations
+        if (DOCS_DIR / name / "pages.json").exists()
+        for suite, page in json.loads((DOCS_DIR / name / "pages.json").read_text()).items()
+    ]
+    if pages:
+        lines += ["", "Validation results (Data Docs pages, readable offline): " + " · ".join(pages)]
     return lines
 
 

@@ -148,6 +148,12 @@ def validate(
                 f"e.g. {leakage[task.key]['examples'][:2]}"
             )
     context.build_data_docs(site_names=["healthslm"])
+    # The index lists runs with JavaScript from CDNs; direct links keep the pages reachable offline.
+    pages = {
+        page.stem.removeprefix(f"{dataset}-"): page.relative_to(docs_dir).as_posix()
+        for page in sorted(docs_dir.glob("validations/**/*.html"))
+    }
+    write_json(docs_dir / "pages.json", pages)  # kept out of the summary: page names carry run timestamps
     write_json(
         summary_file, {"success": not failures, "suites": suites, "leakage": leakage, "failures": failures}
     )
