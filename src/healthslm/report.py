@@ -167,7 +167,8 @@ def render(params: Params, metrics: dict, validations: dict[str, dict], tokens: 
     lines = [
         "# healthslm report",
         "",
-        f"Model **{params.model}** ({preset.hf_id or preset.local_path}) · mode `{params.eval.mode}` · "
+        f"Model **{params.model}** ({preset.hf_id or preset.local_path}) · "
+        f"modes `{', '.join(params.eval.mode)}` · "
         f"answer strategy `{params.eval.strategy}` · prompt format `{params.eval.prompt_format}` · "
         f"chat template {'on' if params.eval.chat_template else 'off'} · eval limit {limit} per task.",
         "",
