@@ -118,8 +118,16 @@ def test_globem_from_a_user_copy_with_the_documented_schema(tmp_path):
     anxiety = read_records(tmp_path / "records", "globem", "anxiety", "eval")
     assert len(anxiety) == 40 and all(r["label"] in range(5) for r in anxiety)
     assert anxiety[0]["output"].startswith("The predicted PHQ-4 anxiety score is")
-    suites = validate(Params(), "globem", tmp_path / "records", tmp_path / "docs", tmp_path / "v", echo=print)
-    assert len(suites) == 4 and all(s["success"] for s in suites.values())
+    suites = validate(
+        Params(),
+        "globem",
+        tmp_path / "records",
+        tmp_path / "docs",
+        tmp_path / "v",
+        echo=print,
+        data_dir=tmp_path / "data",
+    )
+    assert len(suites) == 2 + 4 and all(s["success"] for s in suites.values())
 
 
 def test_globem_bad_label_names_file_row_and_field(tmp_path):

@@ -12,8 +12,10 @@ from healthslm.validate import validate
 
 def test_real_records_pass_and_data_docs_are_written(pmdata_records, tmp_path):
     docs, summaries = tmp_path / "docs", tmp_path / "validation"
-    result = validate(Params(), "pmdata", pmdata_records, docs, summaries, echo=lambda _: None)
-    assert len(result) == 8 and all(s["success"] for s in result.values())
+    data = pmdata_records.parent / "data"
+    result = validate(Params(), "pmdata", pmdata_records, docs, summaries, echo=lambda _: None, data_dir=data)
+    assert {"raw.pmdata_fatigue_eval.json", "raw.pmdata_stress_train_all.json"} <= set(result)
+    assert len(result) == 8 + 8 and all(s["success"] for s in result.values())  # raw files + record sets
     summary = json.loads((summaries / "pmdata.json").read_text())
     assert summary["success"] is True
     # PMData's overlapping 14-day windows: 41 of 299 eval inputs are near-copies of train inputs
@@ -33,14 +35,18 @@ def _corrupt(records, path, mutate):
 
 @pytest.fixture
 def records(pmdata_records, tmp_path):
-    copy = tmp_path / "records"
+    copy = tmp_path / "copy" / "records"
     shutil.copytree(pmdata_records, copy)
+    shutil.copytree(pmdata_records.parent / "data", tmp_path / "copy" / "data")
     return copy
 
 
-def _fails(records, tmp_path) -> str:
+def _fails(records, tmp_path, data=None) -> str:
+    data = data or records.parent / "data"
     with pytest.raises(HealthSLMError) as info:
-        validate(Params(), "pmdata", records, tmp_path / "docs", tmp_path / "v", echo=lambda _: None)
+        validate(
+            Params(), "pmdata", records, tmp_path / "docs", tmp_path / "v", echo=lambda _: None, data_dir=data
+        )
     return str(info.value)
 
 
@@ -88,3 +94,21 @@ def test_leakage_above_the_threshold_fails_the_gate(records, tmp_path):
     assert "validate.max_leakage=0.2" in message and "'kind': 'exact'" in message
     leakage = json.loads((tmp_path / "v" / "pmdata.json").read_text())["leakage"]["pmdata_stress"]
     assert leakage["exact"] == 100
+
+
+def test_raw_file_violations_fail_the_gate(records, tmp_path):
+    raw = records.parent / "data" / "pmdata" / "pmdata_readiness_eval.json"
+    rows = json.loads(raw.read_text())
+    rows[2]["answer"] = "The predicted readiness level is high."
+    rows[5]["question"] = None
+    raw.write_text(json.dumps(rows))
+    message = _fails(records, tmp_path)
+    assert (
+        "pmdata raw pmdata_readiness_eval.json: expect_column_values_to_match_regex column 'answer'"
+        in message
+    )
+    assert "high" in message
+    assert (
+        "pmdata raw pmdata_readiness_eval.json: expect_column_values_to_not_be_null column 'question'"
+        in message
+    )

@@ -94,6 +94,16 @@ def _context(docs_dir: Path):
     return gx, context
 
 
+def _run(gx, context, source, suite, frame: pd.DataFrame):
+    """Validate one DataFrame against one suite (registered in the ephemeral context for Data Docs)."""
+    batch = source.add_dataframe_asset(suite.name).add_batch_definition_whole_dataframe("all")
+    suite = context.suites.add(suite)
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=suite.name, data=batch, suite=suite)
+    )
+    return definition.run(batch_parameters={"dataframe": frame})
+
+
 def _leakage(spec: TaskSpec, records_dir: Path, params: Params) -> dict:
     train = read_records(records_dir, spec.dataset, spec.name, "train")
     test = read_records(records_dir, spec.dataset, spec.name, "eval")
@@ -107,6 +117,7 @@ def validate(
     docs_root: Path = DOCS_DIR,
     summary_dir: Path = SUMMARY_DIR,
     echo=print,
+    data_dir: Path = Path("data"),
 ) -> dict:
     spec = get_dataset(dataset)
     docs_dir, summary_file = docs_root / dataset, summary_dir / f"{dataset}.json"
@@ -124,16 +135,24 @@ def validate(
     gx, context = _context(docs_dir)
     source = context.data_sources.add_pandas(dataset)
     suites, leakage, failures = {}, {}, []
+    for name, (frame, checks) in (
+        spec.raw_tables(data_dir / spec.raw_dir) if spec.raw_tables else {}
+    ).items():
+        suite = gx.ExpectationSuite(name=f"raw.{name}")
+        for expectation, kwargs in checks:
+            suite.add_expectation(getattr(gx.expectations, expectation)(**kwargs))
+        outcome = _run(gx, context, source, suite, frame)
+        suites[suite.name] = {
+            "rows": len(frame),
+            "success": bool(outcome.success),
+            "expectations": len(checks),
+        }
+        failures += _failure_lines(f"{dataset} raw {name}", outcome)
     for task in spec.tasks:
         for split in split_names(records_dir, dataset, task.name):
             name = f"{task.key}.{split}"
             frame = pd.DataFrame(read_records(records_dir, dataset, task.name, split))
-            batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
-            suite = context.suites.add(build_suite(gx, task, split, params))
-            definition = context.validation_definitions.add(
-                gx.ValidationDefinition(name=name, data=batch, suite=suite)
-            )
-            result = definition.run(batch_parameters={"dataframe": frame})
+            result = _run(gx, context, source, build_suite(gx, task, split, params), frame)
             suites[name] = {
                 "rows": len(frame),
                 "success": bool(result.success),

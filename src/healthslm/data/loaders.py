@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import polars as pl
 
 from healthslm.data.fetch import sha256_of
@@ -358,6 +359,89 @@ def write_globem_fixture(folder: Path, rows: int = 60, seed: int = 0) -> None:
                 )
 
 
+# --- raw tables for the Great Expectations gate (validate.py) -------------------------------------------
+
+Check = tuple[str, dict]
+
+
+def _not_null(*columns: str) -> list[Check]:
+    return [("ExpectColumnValuesToNotBeNull", {"column": c}) for c in columns]
+
+
+def _rows(low: int, high: int | None = None) -> Check:
+    return ("ExpectTableRowCountToBeBetween", {"min_value": low, "max_value": high})
+
+
+def seed_json_tables(dataset: str):
+    def tables(folder: Path) -> dict:
+        out = {}
+        for spec in tasks_of(dataset):
+            answers = "|".join(re.escape(a) for a in spec.spoken_answers) or r"\d+(\.\d+)?"
+            pattern = rf"^{re.escape(spec.answer_prefix)} ({answers})\.$"
+            for suffix in ("train_all", "eval"):
+                name = f"{dataset}_{spec.name}_{suffix}.json"
+                frame = pd.DataFrame(read_json(folder / name))
+                out[name] = (
+                    frame,
+                    [
+                        *_not_null("instruction", "question", "answer"),
+                        _rows(10),
+                        ("ExpectColumnValuesToMatchRegex", {"column": "answer", "regex": pattern}),
+                    ],
+                )
+        return out
+
+    return tables
+
+
+def pubmedqa_tables(folder: Path) -> dict:
+    frame = pd.DataFrame(read_json(folder / "ori_pqal.json").values())
+    checks = [
+        *_not_null("QUESTION", "CONTEXTS", "LONG_ANSWER"),
+        _rows(1000, 1000),
+        ("ExpectColumnValuesToBeInSet", {"column": "final_decision", "value_set": ["yes", "no", "maybe"]}),
+    ]
+    return {"ori_pqal.json": (frame, checks)}
+
+
+def medquad_tables(folder: Path) -> dict:
+    frame = pd.read_json(_require(folder / "medquad_answered.jsonl.gz"), lines=True, compression="gzip")
+    return {"medquad_answered.jsonl.gz": (frame, [*_not_null("question", "answer", "source"), _rows(16000)])}
+
+
+def imhi_tables(prefix: str):
+    def tables(folder: Path) -> dict:
+        out = {}
+        for name, columns in (
+            ("train_complete", ("post", "response")),
+            ("valid_complete", ("post", "response")),
+            ("test_complete", ("query", "gpt-3.5-turbo")),
+        ):
+            file_name = f"{prefix}_{name}.csv"
+            read_csv(folder / file_name, list(columns))  # clear errors for a missing file or column
+            frame = pd.read_csv(folder / file_name, dtype=str)
+            answer = ("ExpectColumnValuesToMatchRegex", {"column": columns[1], "regex": r"^\s*(?i:yes|no)\b"})
+            out[file_name] = (frame, [*_not_null(*columns), _rows(100), answer])
+        return out
+
+    return tables
+
+
+def globem_tables(folder: Path) -> dict:
+    out = {}
+    for spec in tasks_of("globem"):
+        file_name, label = f"globem_{spec.name}.csv", spec.name.capitalize()
+        read_csv(folder / file_name, [*GLOBEM_FEATURES, label])
+        frame = pd.read_csv(folder / file_name, dtype=str)
+        checks = [
+            *_not_null(*GLOBEM_FEATURES, label),
+            _rows(10),
+            ("ExpectColumnValuesToMatchRegex", {"column": label, "regex": r"^[0-4](\.0)?$"}),
+        ]
+        out[file_name] = (frame, checks)
+    return out
+
+
 def csv_text_dataset(
     name: str,
     *,
@@ -412,13 +496,21 @@ def csv_text_dataset(
 
 PMDATA_CITE = "Thambawita et al., MMSys 2020; HealthSLM-Bench, arXiv:2509.07260"
 for _spec in (
-    DatasetSpec("pmdata", tasks_of("pmdata"), seed_json_loader("pmdata"), "CC BY 4.0", PMDATA_CITE),
+    DatasetSpec(
+        "pmdata",
+        tasks_of("pmdata"),
+        seed_json_loader("pmdata"),
+        "CC BY 4.0",
+        PMDATA_CITE,
+        raw_tables=seed_json_tables("pmdata"),
+    ),
     DatasetSpec(
         "aw_fb",
         tasks_of("aw_fb"),
         seed_json_loader("aw_fb"),
         "Harvard Dataverse terms (CC0)",
         "Fuller et al., doi:10.7910/DVN/ZS2Z2J; HealthSLM-Bench, arXiv:2509.07260",
+        raw_tables=seed_json_tables("aw_fb"),
     ),
     DatasetSpec(
         "globem",
@@ -428,14 +520,23 @@ for _spec in (
         "Xu et al., NeurIPS 2022 Datasets and Benchmarks",
         user_supplied=True,
         required_files=("globem_anxiety.csv", "globem_depression.csv"),
+        raw_tables=globem_tables,
     ),
-    DatasetSpec("pubmedqa", tasks_of("pubmedqa"), load_pubmedqa, "MIT", "Jin et al., EMNLP 2019"),
+    DatasetSpec(
+        "pubmedqa",
+        tasks_of("pubmedqa"),
+        load_pubmedqa,
+        "MIT",
+        "Jin et al., EMNLP 2019",
+        raw_tables=pubmedqa_tables,
+    ),
     DatasetSpec(
         "medquad",
         tasks_of("medquad"),
         load_medquad,
         "CC BY 4.0",
         "Ben Abacha & Demner-Fushman, BMC Bioinformatics 2019",
+        raw_tables=medquad_tables,
     ),
     DatasetSpec(
         "dr",
@@ -443,6 +544,7 @@ for _spec in (
         imhi_loader("dr", "DR"),
         "MIT; non-clinical research use",
         "Yang et al., MentaLLaMA, WWW 2024",
+        raw_tables=imhi_tables("DR"),
     ),
     DatasetSpec(
         "dreaddit",
@@ -450,6 +552,7 @@ for _spec in (
         imhi_loader("dreaddit", "dreaddit"),
         "MIT; non-clinical research use",
         "Turcan & McKeown, 2019; Yang et al., MentaLLaMA, WWW 2024",
+        raw_tables=imhi_tables("dreaddit"),
     ),
 ):
     register(_spec)

@@ -20,6 +20,8 @@ from healthslm.tasks import TaskSpec
 
 # data/<dataset>/ -> {(task, split): records}
 Loader = Callable[[Path], dict[tuple[str, str], list[dict]]]
+# data/<dataset>/ -> {table name: (raw rows as a DataFrame, [(GX expectation class name, kwargs), ...])}
+RawTables = Callable[[Path], dict[str, tuple[object, list[tuple[str, dict]]]]]
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class DatasetSpec:
     user_supplied: bool = False  # credentialed data: absent -> skipped with one line, not an error
     required_files: tuple[str, ...] = ()  # for user-supplied data: what must be in data/<folder>/
     folder: str = ""  # folder under data/ (default: the dataset's name)
+    raw_tables: RawTables | None = None  # the raw files as tables, for the Great Expectations gate
 
     @property
     def raw_dir(self) -> str:
