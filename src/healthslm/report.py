@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+import yaml
+
 from healthslm.data.registry import all_tasks, get_dataset
 from healthslm.evaluate import METRICS_FILE
-from healthslm.io import write_text
+from healthslm.html import markdown_to_html
+from healthslm.io import atomic_path, write_text
 from healthslm.metrics import LOWER_IS_BETTER
 from healthslm.models.registry import resolve_model
 from healthslm.params import Params
@@ -19,6 +24,10 @@ from healthslm.token_economy import TOKENS_FILE
 from healthslm.validate import DOCS_DIR, SUMMARY_DIR
 
 REPORT_FILE = Path("reports/report.md")
+HTML_FILE = Path("reports/report.html")
+FIGURES_DIR = Path("reports/figures")
+TRAIN_CURVES_DIR = Path("reports/train/plots/metrics")
+TRAINING_SUMMARY = Path("reports/train/training.json")
 PAPER_COLUMNS = {
     "pmdata_stress": "STRS",
     "pmdata_readiness": "READ",
@@ -38,7 +47,8 @@ def paper_reference() -> dict[tuple[str, str], dict[str, str]]:
     return {(row["setting"], row["model"]): row for row in rows}
 
 
-def _paper_value(table: dict, setting: str, model: str | None, spec: TaskSpec) -> str:
+def _paper_value(table: dict, mode: str, model: str | None, spec: TaskSpec) -> str:
+    setting = "lora" if mode == "ft" else mode  # the paper's fine-tuned table is LoRA
     row = table.get((setting, model or ""))
     value = (row or {}).get(PAPER_COLUMNS.get(spec.key, ""), "")
     if not value:
@@ -76,14 +86,46 @@ def results_table(metrics: dict, params: Params, paper_model: str | None) -> lis
     return lines
 
 
-def text_table(metrics: dict) -> list[str]:
-    lines = ["| task | n | ROUGE-L [95% CI] | BERTScore F1 [95% CI] |", "|---|--:|---|---|"]
-    for key, result in metrics.get("zs", {}).items():
-        if "rouge_l" in result.get("model", {}):
-            lines.append(
-                f"| {key} | {result['n']} | {_cell(result['model'], 'rouge_l')} "
-                f"| {_cell(result['model'], 'bertscore_f1')} |"
-            )
+def text_table(metrics: dict, modes: list[str]) -> list[str]:
+    lines = ["| mode | task | n | ROUGE-L [95% CI] | BERTScore F1 [95% CI] |", "|---|---|--:|---|---|"]
+    for mode in modes:
+        for key, result in metrics.get(mode, {}).items():
+            if "rouge_l" in result.get("model", {}):
+                lines.append(
+                    f"| {mode} | {key} | {result['n']} | {_cell(result['model'], 'rouge_l')} "
+                    f"| {_cell(result['model'], 'bertscore_f1')} |"
+                )
+    return lines
+
+
+TRAINING_COLUMNS = ("steps", "examples", "train_loss", "tokens_per_s", "runtime_s", "peak_rss_mb")
+
+
+def training_section(training: dict | None) -> list[str]:
+    if not training:
+        return ["No fine-tuned model in this run."]
+    recipe = training["recipe"]
+    lora = recipe["lora"]
+    lines = [
+        f"`{training['method']}` on {training['model']}, prompt format `{training['prompt_format']}`, "
+        f"LoRA r={lora['r']} alpha={lora['alpha']} dropout={lora['dropout']}, batch {recipe['batch_size']} "
+        f"x accumulation {recipe['grad_accum']}, {recipe['epochs']} epoch(s)"
+        + (f", max {recipe['max_steps']} steps" if recipe.get("max_steps") else "")
+        + f"; {training['trainable_params'] / 1e6:.2f} M trainable parameters"
+        + (f"; resumed from step {resumed}" if (resumed := training.get("resumed_from_step")) else "")
+        + ".",
+        "",
+        "| " + " | ".join(TRAINING_COLUMNS) + " |",
+        "|" + "--:|" * len(TRAINING_COLUMNS),
+        "| " + " | ".join(str(training.get(c, "—")) for c in TRAINING_COLUMNS) + " |",
+        "",
+        "| task | examples | dropped (prompt too long) | answer cut |",
+        "|---|--:|--:|--:|",
+    ]
+    for key, counts in training["tasks"].items():
+        cells = (counts["examples"], counts["dropped_long_prompt"], counts["cut_long_answer"])
+        lines.append(f"| {key} | " + " | ".join(map(str, cells)) + " |")
+    lines += ["", "Curves (loss, learning rate, tokens/s by step): `dvc plots show reports/train/plots`."]
     return lines
 
 
@@ -111,6 +153,82 @@ def efficiency_table(efficiency: dict) -> list[str]:
 def plot_gallery(plots_dir: Path) -> list[str]:
     images = sorted((plots_dir / "scores").glob("*.png"))
     return [f"![{image.stem}]({image.relative_to(REPORT_FILE.parent)})" for image in images]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_figure(metrics: dict, mode: str, path: Path) -> bool:
+    """All closed tasks' confusion matrices of one mode in one image (rows: actual, columns: predicted)."""
+    matrices = [
+        (k, r["confusion"]) for k, r in metrics.get(mode, {}).items() if r.get("confusion", {}).get("matrix")
+    ]
+    if not matrices:
+        return False
+    plt = _pyplot()
+    columns = min(3, len(matrices))
+    rows = -(-len(matrices) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 3.2 * rows), dpi=80, squeeze=False)
+    for axis in axes.flat[len(matrices) :]:
+        axis.axis("off")
+    for axis, (key, confusion) in zip(axes.flat, matrices, strict=False):
+        labels = [label[:10] for label in confusion["labels"]]
+        axis.imshow(confusion["matrix"], cmap="Blues")
+        for (i, j), count in np.ndenumerate(np.array(confusion["matrix"])):
+            if count:
+                axis.text(j, i, str(count), ha="center", va="center", fontsize=7)
+        axis.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+        axis.set_yticks(range(len(labels)), labels, fontsize=7)
+        axis.set_title(key, fontsize=8)
+    figure.suptitle(f"confusion matrices, {mode} (rows actual, columns predicted)", fontsize=9)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)
+    return True
+
+
+def _read_curve(tsv: Path) -> tuple[list[float], list[float]]:
+    with tsv.open(newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    return [float(r["step"]) for r in rows], [float(r[tsv.stem]) for r in rows]
+
+
+def training_figure(curves_dir: Path, path: Path) -> bool:
+    names = [n for n in ("loss", "learning_rate", "tokens_per_s") if (curves_dir / f"{n}.tsv").exists()]
+    if not names:
+        return False
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 2.8), dpi=80, squeeze=False)
+    for axis, name in zip(axes[0], names, strict=True):
+        axis.plot(*_read_curve(curves_dir / f"{name}.tsv"))
+        axis.set_title(name, fontsize=9)
+        axis.set_xlabel("step", fontsize=8)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)
+    return True
+
+
+def provenance_section(lock_file: Path = Path("dvc.lock"), data_file: Path = Path("data.dvc")) -> list[str]:
+    """The data versions that produced this report: data.dvc's hash and each dataset's hash in dvc.lock."""
+    lines = []
+    if data_file.exists():
+        out = yaml.safe_load(data_file.read_text())["outs"][0]
+        lines.append(f"- `data/` (data.dvc): md5 `{out['md5']}`, {out.get('nfiles', '?')} files")
+    lock = yaml.safe_load(lock_file.read_text()) if lock_file.exists() else {}
+    for stage, entry in sorted(lock.get("stages", {}).items()):
+        for dep in entry.get("deps", []):
+            if dep["path"].startswith("data/") and stage.startswith("prepare@"):
+                lines.append(f"- `{dep['path']}` (stage {stage}): md5 `{dep.get('md5', '?')}`")
+    return lines or ["No dvc.lock yet (run through `dvc repro`)."]
 
 
 def token_table(tokens: dict) -> list[str]:
@@ -161,7 +279,14 @@ def data_section(validations: dict[str, dict]) -> list[str]:
     return lines
 
 
-def render(params: Params, metrics: dict, validations: dict[str, dict], tokens: dict) -> str:
+def render(
+    params: Params,
+    metrics: dict,
+    validations: dict[str, dict],
+    tokens: dict,
+    training: dict | None = None,
+    figures: tuple[str, ...] = (),
+) -> str:
     preset = resolve_model(params.model)
     limit = params.eval.limit or "all"
     lines = [
@@ -178,15 +303,16 @@ def render(params: Params, metrics: dict, validations: dict[str, dict], tokens: 
         "model (gradient boosting on the prompt's numbers, or TF-IDF + logistic regression on text), fitted "
         "on "
         "train and scored on the same examples. Brackets: 95 % percentile-bootstrap interval. Paper columns: "
-        "HealthSLM-Bench (arXiv:2509.07260), n=299, generation with regex parsing, for the same mode.",
+        "HealthSLM-Bench (arXiv:2509.07260), n=299, generation with regex parsing, for the same mode "
+        "(for `ft`: the paper's LoRA table, trained per task at full scale).",
         "",
         *results_table(metrics, params, preset.paper_name),
         "",
         "Invalid: answers the seed's regex could not parse (`generate` only; `score` always answers).",
         "",
-        "### Open-ended answers (zero-shot, generated)",
+        "### Open-ended answers (generated)",
         "",
-        *text_table(metrics),
+        *text_table(metrics, params.eval.mode),
         "",
         "BERTScore: F1 of all-MiniLM-L6-v2 token embeddings (layer 6, no baseline rescaling).",
         "",
@@ -194,7 +320,23 @@ def render(params: Params, metrics: dict, validations: dict[str, dict], tokens: 
         "",
         *plot_gallery(PLOTS_DIR),
         "",
-        "Confusion matrices: `dvc plots show` / `dvc plots diff` (reports/plots/confusion/).",
+        *(
+            f"![confusion {mode}]({FIGURES_DIR.relative_to('reports')}/confusion_{mode}.png)"
+            for mode in figures
+            if mode != "training"
+        ),
+        "",
+        "Interactive: `dvc plots show` / `dvc plots diff` (reports/plots/confusion/).",
+        "",
+        "## Fine-tuning",
+        "",
+        *training_section(training),
+        "",
+        *(
+            [f"![training curves]({FIGURES_DIR.relative_to('reports')}/training.png)"]
+            if "training" in figures
+            else []
+        ),
         "",
         "## Efficiency",
         "",
@@ -213,6 +355,10 @@ def render(params: Params, metrics: dict, validations: dict[str, dict], tokens: 
         "Tokens of the rendered instruction + input (SmolLM2 tokenizer), mean over each eval split.",
         "",
         *token_table(tokens),
+        "",
+        "## Data versions",
+        "",
+        *provenance_section(),
         "",
         "## Parameters",
         "",
@@ -236,10 +382,24 @@ def report(
     metrics_file: Path = METRICS_FILE,
     summary_dir: Path = SUMMARY_DIR,
     tokens_file: Path = TOKENS_FILE,
+    training_file: Path = TRAINING_SUMMARY,
     out_file: Path = REPORT_FILE,
     echo=print,
 ) -> None:
     metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
     tokens = json.loads(tokens_file.read_text(encoding="utf-8"))
-    write_text(out_file, render(params, metrics, read_validations(params, summary_dir), tokens))
+    training = json.loads(training_file.read_text(encoding="utf-8")) if training_file.exists() else None
+    validations = read_validations(params, summary_dir)
+    figures_dir = out_file.parent / FIGURES_DIR.name
+    shutil.rmtree(figures_dir, ignore_errors=True)
+    figures = [
+        m for m in params.eval.mode if confusion_figure(metrics, m, figures_dir / f"confusion_{m}.png")
+    ]
+    if training and training_figure(TRAIN_CURVES_DIR, figures_dir / "training.png"):
+        figures.append("training")
+    markdown = render(params, metrics, validations, tokens, training, tuple(figures))
+    write_text(out_file, markdown)
+    html_file = out_file.with_suffix(".html")
+    write_text(html_file, markdown_to_html(markdown, "healthslm report", out_file.parent))
+    echo(f"wrote {html_file}")
     echo(f"wrote {out_file}")

@@ -87,26 +87,30 @@ def _download_error(preset: ModelPreset, reason: str) -> HealthSLMError:
     )
 
 
-def _from_pretrained(location: str, dtype, local_only: bool):
+def _from_pretrained(location: str, dtype, local_only: bool, **model_kwargs):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local_only)
-    model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, local_files_only=local_only)
+    model = AutoModelForCausalLM.from_pretrained(
+        location, dtype=dtype, local_files_only=local_only, **model_kwargs
+    )
     return model, tokenizer
 
 
-def load_model_and_tokenizer(preset: ModelPreset, dtype=None):
-    """Return (model, tokenizer) in eval mode; a Hub preset that cannot be fetched gives a clear error."""
+def load_model_and_tokenizer(preset: ModelPreset, dtype=None, **model_kwargs):
+    """Return (model, tokenizer) in eval mode; a Hub preset that cannot be fetched gives a clear error.
+
+    `model_kwargs` go to `from_pretrained` (e.g. a bitsandbytes `quantization_config` for QLoRA)."""
     location = model_location(preset)
     try:
-        model, tokenizer = _from_pretrained(location, dtype, local_only=True)
+        model, tokenizer = _from_pretrained(location, dtype, local_only=True, **model_kwargs)
     except OSError as exc:
         if preset.source != "hub":
             raise HealthSLMError(f"cannot load model from {location}: {str(exc).splitlines()[0]}") from None
         if reason := _hub_unreachable_reason():
             raise _download_error(preset, reason) from None
         try:
-            model, tokenizer = _from_pretrained(location, dtype, local_only=False)
+            model, tokenizer = _from_pretrained(location, dtype, local_only=False, **model_kwargs)
         except OSError as exc:
             raise _download_error(preset, str(exc).splitlines()[0]) from None
     model.eval()

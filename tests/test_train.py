@@ -1,0 +1,257 @@
+"""Training for real: LoRA and QLoRA (bitsandbytes NF4 on CPU) through the CLI on real records, DVCLive
+curves and W&B offline runs without secrets, padding-free batches equal to separate forwards, a SIGKILLed
+run that resumes from its checkpoint, and recipe values that fail in one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from healthslm.data.registry import all_tasks
+from healthslm.models.registry import effective_recipe, resolve_model
+from healthslm.params import Params, parse_params
+from healthslm.prepare import read_records
+from healthslm.prompts import answer_continuation
+from healthslm.train import completion, rewind_live
+
+SECRETS = {
+    "OPENAI_API_KEY": "sk-test-0penai-s3cret-value-0123456789",
+    "WANDB_API_KEY": "0123456789abcdef0123456789abcdef01234567",
+    "HF_TOKEN": "hf_testS3cretTokenValue0123456789abcdef",
+}
+
+
+def _workdir(tmp_path: Path, records: Path, train: dict, model: str, **blocks) -> Path:
+    """A project folder with prepared records and a params.yaml for `healthslm train`."""
+    work = tmp_path / "work"
+    (work / "artifacts").mkdir(parents=True)
+    (work / "artifacts" / "records").symlink_to(records)
+    params = {"model": model, "data": {"datasets": ["pmdata"]}, "train": train, **blocks}
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    return work
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env | extra
+
+
+def _steps(tsv: Path) -> list[int]:
+    with tsv.open(newline="") as fh:
+        return [int(row["step"]) for row in csv.DictReader(fh, delimiter="\t")]
+
+
+def wandb_run_config(run_dir: Path) -> dict:
+    """The config an offline W&B run recorded, read from its .wandb file (a LevelDB-style record log)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = next(run_dir.glob("run-*.wandb")).read_bytes()
+    pos, block, chunks, config = 7, 32768, b"", {}  # after the 7-byte ":W&B" header
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunks, pos = chunks + data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):  # a full record, or the last chunk of one
+            record = pb.Record()
+            record.ParseFromString(chunks)
+            chunks = b""
+            kind_name = record.WhichOneof("record_type")
+            if kind_name in ("config", "run"):
+                update = record.config.update if kind_name == "config" else record.run.config.update
+                config |= {item.key: json.loads(item.value_json) for item in update}
+    return config
+
+
+def test_recipe_overrides_and_bad_values():
+    preset = resolve_model("smollm2-135m")
+    params = parse_params({"train": {"lora": {"r": 4}, "learning_rate": 1e-3}})
+    recipe = effective_recipe(preset, params.train.recipe_overrides())
+    assert (recipe.lora.r, recipe.lora.alpha, recipe.learning_rate) == (4, 32, 1e-3)
+    assert recipe.lora.target_modules == preset.recipe.lora.target_modules
+    full = parse_params({"train": {"method": "full", "learning_rate": 3e-5}})
+    assert effective_recipe(preset, full.train.recipe_overrides()).full_learning_rate == 3e-5
+
+
+def test_bad_recipe_value_fails_in_one_line(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"train": {"lora": {"r": 0}}}))
+    result = subprocess.run(
+        ["healthslm", "check-params", "--params", str(params)], capture_output=True, text=True, env=_env()
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: params.yaml: train.lora.r: Input should be greater than 0 (got 0)"
+    params.write_text(yaml.safe_dump({"train": {"method": "dora"}}))
+    result = subprocess.run(
+        ["healthslm", "check-params", "--params", str(params)], capture_output=True, text=True, env=_env()
+    )
+    assert "train.method: Input should be 'lora', 'qlora' or 'full' (got 'dora')" in result.stderr
+
+
+def test_completion_is_the_continuation_the_scorer_ranks(all_records):
+    tasks = all_tasks()
+    for key, spec in tasks.items():
+        if not spec.closed or spec.dataset == "globem":
+            continue
+        record = read_records(all_records, spec.dataset, spec.name, "train")[0]
+        spoken = spec.spoken_answers[spec.label_space.index(str(record["label"]))]
+        assert completion(record, spec).startswith(answer_continuation(spoken)), key
+
+
+def test_padding_free_batch_equals_separate_forwards(tiny_model_dir):
+    """Sequences concatenated with restarting position ids attend only within themselves (sdpa, CPU).
+
+    transformers detects the packing from the position ids only without a KV cache, which is how TRL
+    calls the model in training (use_cache=False)."""
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    sequences = [list(range(5, 5 + n)) for n in (7, 3, 11)]
+    collator = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)
+    batch = collator([{"input_ids": ids} for ids in sequences])
+    assert batch["input_ids"].shape == (1, 21) and "attention_mask" not in batch
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
+        separate = torch.cat([model(input_ids=torch.tensor([ids])).logits[0] for ids in sequences])
+    assert torch.allclose(packed.logits[0], separate, atol=1e-5)
+
+
+def test_rewind_live_drops_steps_after_the_checkpoint(tmp_path):
+    tsv = tmp_path / "plots" / "metrics" / "loss.tsv"
+    tsv.parent.mkdir(parents=True)
+    tsv.write_text("step\tloss\n1\t2.0\n2\t1.9\n3\t1.8\n")
+    rewind_live(tmp_path, 2)
+    assert _steps(tsv) == [1, 2]
+
+
+@pytest.mark.slow
+def test_lora_and_qlora_train_log_and_keep_secrets_out(tmp_path, pmdata_records, tiny_model_dir):
+    train = {"examples_per_task": 2, "max_steps": 4, "save_steps": 2, "batch_size": 2}
+    work = _workdir(tmp_path, pmdata_records, train, str(tiny_model_dir))
+    result = subprocess.run(
+        ["healthslm", "train"], cwd=work, capture_output=True, text=True, env=_env(**SECRETS)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    model_dir = work / "artifacts" / "model"
+    assert (model_dir / "adapter" / "adapter_config.json").exists()
+    assert (model_dir / "merged" / "config.json").exists()
+    training = json.loads((model_dir / "training.json").read_text())
+    assert (
+        training["steps"] == 4
+        and training["examples"] == 8
+        and training["tasks"]["pmdata_fatigue"]["examples"] == 2
+    )
+    assert json.loads((work / "reports" / "train" / "training.json").read_text()) == training
+    metrics = json.loads((work / "reports" / "train" / "metrics.json").read_text())
+    assert metrics["final/steps"] == 4 and metrics["final/tokens_per_s"] > 0
+    assert _steps(work / "reports" / "train" / "plots" / "metrics" / "loss.tsv") == [1, 2, 3, 4]
+    assert not any((work / "artifacts" / "checkpoints").iterdir()), "finished runs leave no checkpoints"
+
+    runs = list((work / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, "W&B logged one offline run under ./wandb/"
+    config = wandb_run_config(runs[0])
+    assert config["train"]["examples_per_task"] == 2 and config["recipe"]["lora"]["r"] == 16
+    assert config["model"] == str(tiny_model_dir) and config["peft_config"]
+    leaked = [
+        str(path)
+        for path in work.rglob("*")
+        if path.is_file() and any(v.encode() in path.read_bytes() for v in SECRETS.values())
+    ]
+    assert not leaked, f"secret values written to {leaked}"
+
+    # QLoRA: a 4-bit NF4 base (bitsandbytes on CPU), the adapter merged into the fp32 weights.
+    qlora = {**train, "method": "qlora", "max_steps": 2, "wandb": {"enabled": False}}
+    (work / "params.yaml").write_text(
+        yaml.safe_dump({"model": str(tiny_model_dir), "data": {"datasets": ["pmdata"]}, "train": qlora})
+    )
+    result = subprocess.run(["healthslm", "train"], cwd=work, capture_output=True, text=True, env=_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    training = json.loads((model_dir / "training.json").read_text())
+    assert training["method"] == "qlora" and training["base_weights"] == "nf4" and training["steps"] == 2
+    assert (model_dir / "merged" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_fine_tuned_mode_evaluates_the_trained_model(tmp_path, pmdata_records, tiny_model_dir):
+    from healthslm.evaluate import evaluate
+    from healthslm.train import train
+
+    params = Params.model_validate(
+        {
+            "model": str(tiny_model_dir),
+            "data": {"datasets": ["pmdata"]},
+            "train": {"examples_per_task": 2, "max_steps": 2, "merge": False, "wandb": {"enabled": False}},
+            "eval": {"mode": ["ft"], "limit": 3, "finetuned": str(tmp_path / "model")},
+        }
+    )
+    info = train(params, pmdata_records, tmp_path / "model", tmp_path / "ckpt", tmp_path / "live", echo=print)
+    assert not (tmp_path / "model" / "merged").exists()  # adapter only: ft mode merges it on load
+    out = tmp_path / "eval"
+    results = evaluate(params, pmdata_records, out / "pred", out / "m.json", out / "plots", echo=print)
+    assert info["prompt_format"] == "compact"
+    assert results["ft"]["pmdata_fatigue"]["n"] == 3 and results["ft"]["pmdata_fatigue"]["invalid_rate"] == 0
+    prompt = json.loads((out / "pred" / "ft" / "pmdata_fatigue.jsonl").read_text().splitlines()[0])
+    assert prompt["answer"] in range(6)
+
+
+@pytest.mark.slow
+def test_sigkilled_training_resumes_from_its_last_checkpoint(tmp_path, pmdata_records):
+    """The embedded model, killed mid-run: the re-run continues from the checkpoint, not from step 0."""
+    train = {
+        "examples_per_task": 2,
+        "batch_size": 2,
+        "save_steps": 2,
+        "merge": False,
+        "wandb": {"enabled": False},
+    }
+    work = _workdir(tmp_path, pmdata_records, train, "smollm2-135m")
+    first = subprocess.Popen(
+        ["healthslm", "train"], cwd=work, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while not list((work / "artifacts" / "checkpoints").glob("*/checkpoint-*/trainer_state.json")):
+        assert first.poll() is None, "training ended before its first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert not (work / "artifacts" / "model").exists(), "a killed run leaves no model behind"
+
+    second = subprocess.run(["healthslm", "train"], cwd=work, capture_output=True, text=True, env=_env())
+    assert second.returncode == 0, second.stderr[-3000:]
+    training = json.loads((work / "artifacts" / "model" / "training.json").read_text())
+    assert training["steps"] == 4 and training["resumed_from_step"] == 2
+    assert f"from checkpoint-{training['resumed_from_step']}" in second.stdout
+    assert _steps(work / "reports" / "train" / "plots" / "metrics" / "loss.tsv") == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_training_runs_unchanged_under_accelerate_launch(tmp_path, pmdata_records, tiny_model_dir):
+    """The shipped DDP config with two processes on the CPU (gloo): each process trains on half the data."""
+    train = {"examples_per_task": 2, "batch_size": 2, "max_steps": 2, "wandb": {"enabled": False}}
+    work = _workdir(tmp_path, pmdata_records, train, str(tiny_model_dir))
+    config = Path(__file__).resolve().parents[1] / "src" / "healthslm" / "accelerate" / "ddp.yaml"
+    launch = ["accelerate", "launch", "--config_file", str(config), "--num_processes", "2"]
+    launch += ["--mixed_precision", "no", "-m", "healthslm", "train"]
+    result = subprocess.run(launch, cwd=work, capture_output=True, text=True, env=_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    training = json.loads((work / "artifacts" / "model" / "training.json").read_text())
+    assert training["processes"] == 2 and training["steps"] == 2
+    metrics = json.loads((work / "reports" / "train" / "metrics.json").read_text())
+    assert metrics["epoch"] == 1.0  # 8 examples = 2 steps x batch 2 x 2 processes
+    assert (work / "artifacts" / "model" / "merged" / "config.json").exists()
