@@ -4,7 +4,7 @@ The seed loop: its raw prompt (no chat template), batch 1, greedy `generate` of 
 Ours: likelihood scoring over the label set (KV cache shared by all answers; few-shot header encoded once),
 in the seed prompt format and in the compact one. Prints examples/s, the ratios and both invalid rates.
 
-    python benchmarks/eval_speed.py [--examples 10] [--task pmdata_fatigue] [--records artifacts/records]
+    python benchmarks/eval_speed.py [--examples 10] [--task pmdata_fatigue] [--modes zs,fs-3,fs-10]
 
 Needs the records of `dvc repro` (or `healthslm prepare --dataset pmdata`).
 """
@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=10)
     parser.add_argument("--task", default="pmdata_fatigue")
     parser.add_argument("--records", type=Path, default=Path("artifacts/records"))
+    parser.add_argument("--modes", default="zs,fs-3,fs-10", help="zs and/or fs-k, comma-separated")
     args = parser.parse_args()
     torch.manual_seed(0)
     spec = all_tasks()[args.task]
@@ -64,7 +65,8 @@ def main() -> None:
         f"{spec.key}, {len(records)} examples, SmolLM2-135M-Instruct fp32, {torch.get_num_threads()} threads"
     )
     print(f"{'mode':5} {'evaluator':28} {'examples/s':>10} {'invalid':>8} {'speed-up':>9}")
-    for mode, shots in (("zs", 0), ("fs-3", 3)):
+    for mode in args.modes.split(","):
+        shots = int(mode.split("-")[1]) if mode.startswith("fs-") else 0
         examples = _fewshot_examples(spec, shots, args.records, train)
         base_rate, base_invalid = seed_loop(model, tokenizer, spec, records, examples)
         print(f"{mode:5} {'seed loop (generate+regex)':28} {base_rate:10.3f} {base_invalid:8.0%} {1:9.1f}x")

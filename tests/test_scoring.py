@@ -71,3 +71,17 @@ def test_shared_prefix_cache_gives_the_same_scores(embedded, pmdata_records):
     assert "Example 2" in prefix and prefix.endswith("question:\n")
     scorer.set_shared_prefix(prefix, special_tokens=False)
     assert scorer.score(context, continuations, special_tokens=False) == pytest.approx(plain, abs=2e-3)
+    # The cache is extended in place and cut back after each example: another example in between
+    # leaves no trace, and the cache holds exactly the prefix again.
+    other = build_context(
+        read_jsonl(pmdata_records / "pmdata" / "stress.eval.jsonl")[7],
+        spec,
+        tokenizer,
+        True,
+        "compact",
+        examples=train[:2],
+    )
+    scorer.score(other, continuations, special_tokens=False)
+    assert scorer.score(context, continuations, special_tokens=False) == pytest.approx(plain, abs=2e-3)
+    prefix_ids, cache = scorer._prefix
+    assert all(layer.get_seq_length() == len(prefix_ids) for layer in cache.layers)

@@ -245,15 +245,20 @@ def token_table(tokens: dict) -> list[str]:
 
 
 def data_section(validations: dict[str, dict]) -> list[str]:
+    from healthslm.data.fetch import load_sources
+
+    sources = load_sources()
     lines = [
-        "| dataset | license | record sets | rows (train / eval) | gate | leakage (eval in train) "
+        "| dataset | source | license | record sets | rows (train / eval) | gate | leakage (eval in train) "
         "| Data Docs |",
-        "|---|---|--:|---|---|---|---|",
+        "|---|---|---|--:|---|---|---|---|",
     ]
     for name, summary in validations.items():
         spec = get_dataset(name)
+        pins = sorted({f"{f.repo}@{f.commit[:7]}" for f in sources.get(name, [])})
+        source = ", ".join(pins) or "user-supplied"
         if summary.get("skipped"):
-            lines.append(f"| {name} | {spec.license} | 0 | — | skipped | — | — |")
+            lines.append(f"| {name} | {source} | {spec.license} | 0 | — | skipped | — | — |")
             continue
         suites = summary["suites"]
         rows = " · ".join(
@@ -267,7 +272,9 @@ def data_section(validations: dict[str, dict]) -> list[str]:
         )
         gate = "pass" if summary["success"] else "FAIL"
         docs = f"[docs]({DOCS_DIR.relative_to('reports')}/{name}/index.html)"
-        lines.append(f"| {name} | {spec.license} | {len(suites)} | {rows} | {gate} | {leaks} | {docs} |")
+        lines.append(
+            f"| {name} | {source} | {spec.license} | {len(suites)} | {rows} | {gate} | {leaks} | {docs} |"
+        )
     pages = [
         f"[{suite}]({DOCS_DIR.relative_to('reports')}/{name}/{page})"
         for name in validations
