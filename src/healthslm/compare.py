@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +33,13 @@ class Rev:
 
 
 def _run(cmd: list[str]) -> str:
+    if cmd[0] == "dvc":  # this interpreter's DVC, whether or not the venv is on PATH
+        cmd = [sys.executable, "-m", "dvc", *cmd[1:]]
     result = subprocess.run(cmd, capture_output=True, text=True, env=os.environ | {"DVC_NO_ANALYTICS": "1"})
     if result.returncode:
         lines = (result.stderr or result.stdout).strip().splitlines()
-        raise HealthSLMError(f"`{' '.join(cmd)}` failed: {lines[-1] if lines else result.returncode}")
+        shown = " ".join(cmd).replace(f"{sys.executable} -m ", "")
+        raise HealthSLMError(f"`{shown}` failed: {lines[-1] if lines else result.returncode}")
     return result.stdout
 
 
