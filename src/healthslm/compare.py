@@ -19,6 +19,7 @@ from healthslm.errors import HealthSLMError
 from healthslm.html import markdown_to_html
 from healthslm.io import atomic_dir, write_text
 from healthslm.metrics import LOWER_IS_BETTER
+from healthslm.plots import pyplot, save_png
 
 COMPARE_DIR = Path("reports/compare")
 TRAINING_SUMMARY = "reports/train/training.json"
@@ -157,11 +158,7 @@ def wandb_lines(base: Rev, target: Rev) -> list[str]:
 
 def _render_vega(entry: dict, path: Path) -> None:
     """A DVC vega plot (train curves: x/y fields; confusion: actual/predicted) drawn per revision."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     content = entry["content"]
     values = content["data"]["values"]
     revs = entry["revisions"]
@@ -191,8 +188,7 @@ def _render_vega(entry: dict, path: Path) -> None:
         axis.set_xlabel(x)
         axis.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(path, format="png")
-    plt.close(figure)
+    save_png(figure, path)
 
 
 def _vega_changed(entry: dict) -> bool:

@@ -15,12 +15,25 @@ def confusion_points(rows: list[dict]) -> list[dict]:
     return [{"actual": str(row["gold"]), "predicted": str(row["answer"])} for row in rows]
 
 
-def score_bars(path: Path, title: str, metric: str, result: dict) -> None:
+def pyplot():
+    """matplotlib's pyplot on the headless Agg backend (stages run without a display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_png(figure, path: Path) -> None:
+    """Write the figure atomically and free it."""
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    pyplot().close(figure)
+
+
+def score_bars(path: Path, title: str, metric: str, result: dict) -> None:
+    plt = pyplot()
     systems = [s for s in SYSTEMS if s in result]
     values = [result[s][metric] for s in systems]
     errors = [
@@ -32,9 +45,7 @@ def score_bars(path: Path, title: str, metric: str, result: dict) -> None:
     axis.set_title(title, fontsize=9)
     axis.set_ylabel(metric)
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-    plt.close(figure)
+    save_png(figure, path)
 
 
 def write_plots(plots_dir: Path, mode: str, spec: TaskSpec, rows: list[dict], result: dict) -> None:

@@ -14,11 +14,11 @@ import yaml
 from healthslm.data.registry import all_tasks, get_dataset
 from healthslm.evaluate import METRICS_FILE
 from healthslm.html import markdown_to_html
-from healthslm.io import atomic_path, write_text
+from healthslm.io import write_text
 from healthslm.metrics import LOWER_IS_BETTER
 from healthslm.models.registry import resolve_model
 from healthslm.params import Params
-from healthslm.plots import PLOTS_DIR
+from healthslm.plots import PLOTS_DIR, pyplot, save_png
 from healthslm.tasks import TaskSpec
 from healthslm.token_economy import TOKENS_FILE
 from healthslm.validate import DOCS_DIR, SUMMARY_DIR
@@ -155,15 +155,6 @@ def plot_gallery(plots_dir: Path) -> list[str]:
     return [f"![{image.stem}]({image.relative_to(REPORT_FILE.parent)})" for image in images]
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def confusion_figure(metrics: dict, mode: str, path: Path) -> bool:
     """All closed tasks' confusion matrices of one mode in one image (rows: actual, columns: predicted)."""
     matrices = [
@@ -171,7 +162,7 @@ def confusion_figure(metrics: dict, mode: str, path: Path) -> bool:
     ]
     if not matrices:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     columns = min(3, len(matrices))
     rows = -(-len(matrices) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 3.2 * rows), dpi=80, squeeze=False)
@@ -188,9 +179,7 @@ def confusion_figure(metrics: dict, mode: str, path: Path) -> bool:
         axis.set_title(key, fontsize=8)
     figure.suptitle(f"confusion matrices, {mode} (rows actual, columns predicted)", fontsize=9)
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-    plt.close(figure)
+    save_png(figure, path)
     return True
 
 
@@ -204,16 +193,14 @@ def training_figure(curves_dir: Path, path: Path) -> bool:
     names = [n for n in ("loss", "learning_rate", "tokens_per_s") if (curves_dir / f"{n}.tsv").exists()]
     if not names:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 2.8), dpi=80, squeeze=False)
     for axis, name in zip(axes[0], names, strict=True):
         axis.plot(*_read_curve(curves_dir / f"{name}.tsv"))
         axis.set_title(name, fontsize=9)
         axis.set_xlabel("step", fontsize=8)
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-    plt.close(figure)
+    save_png(figure, path)
     return True
 
 
