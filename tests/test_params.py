@@ -28,6 +28,12 @@ def test_project_params_file_is_valid():
         ({"trian": {}}, "unknown key 'trian'"),
         ({"data": {"datasets": ["pmdata", "nope"]}}, "data.datasets: unknown dataset(s) nope; known: pmdata"),
         ({"data": {"plugins": ["no_such_module"]}}, "data.plugins: cannot import 'no_such_module'"),
+        (
+            {"augment": {"endpoint": {"api_key_env": "sk-proj-abc123"}}},
+            "augment.endpoint.api_key_env: String should match pattern",
+        ),  # a key pasted where its variable's name goes is refused, so it never reaches dvc.lock
+        ({"judge": {"endpoint": {"base_url": "https://api.openai.com/v1"}}}, "endpoint.model is required"),
+        ({"export": {"quantizations": ["q3_x"]}}, "export.quantizations.0: Input should be 'q8_0'"),
         ({"eval": {"prompt_format": "tiny"}}, "eval.prompt_format: Input should be 'seed' or 'compact'"),
         ({"eval": {"limit": 0}}, "eval.limit: Input should be greater than 0"),
     ],

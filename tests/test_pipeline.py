@@ -7,12 +7,13 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -25,7 +26,9 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 
 def run(cmd: list[str], cwd: Path, env: dict, ok: bool = True) -> subprocess.CompletedProcess:
+    started = time.perf_counter()
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    print(f"{time.perf_counter() - started:7.1f} s  {' '.join(cmd)[:100]}")  # where the test's time goes (-s)
     if ok and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
@@ -39,6 +42,10 @@ def _set_params(project: Path, **changes) -> None:
         block, key = dotted.split("__")
         params[block][key] = value
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+NEW_STAGES = {"augment", "validate_augmented", "judge", "export", "quantize@q4_0", "ondevice"}
+ON_DEVICE = {"export", "quantize@q4_0", "ondevice"}
 
 
 def _ran(result: subprocess.CompletedProcess) -> set[str]:
@@ -56,6 +63,11 @@ def repo(project: Path, tmp_path: Path, mirror_url: str) -> tuple[Path, dict]:
         train__examples_per_task=2,
         train__max_steps=2,
         train__merge=False,
+        augment__tasks=["pubmedqa_answer"],
+        augment__per_task=2,
+        export__quantizations=["q4_0"],
+        export__bench_prompts=1,
+        export__bench_new_tokens=2,
     )
     run(["git", "init", "-q"], project, env)
     run(["git", "config", "user.email", "ci@example.org"], project, env)
@@ -77,7 +89,7 @@ def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_di
     per_dataset = {
         f"{stage}@{name}" for stage in ("prepare", "validate") for name in ("pmdata", "pubmedqa", "globem")
     }
-    assert _ran(first) == per_dataset | {"token_economy", "train", "evaluate", "report"}
+    assert _ran(first) == per_dataset | {"token_economy", "train", "evaluate", "report"} | NEW_STAGES
     assert "globem: skipped, no globem_anxiety.csv" in first.stdout
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert metrics["zs"]["pmdata_fatigue"]["n"] == 3 and metrics["fs-3"]["pmdata_fatigue"]["n"] == 3
@@ -96,6 +108,18 @@ def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_di
     assert dom.count("data:image/png;base64,") >= 3  # score bars, confusion matrices, training curves
     tokens = json.loads((project / "reports" / "token_economy.json").read_text())
     assert tokens["pmdata_fatigue"]["compact_over_seed"] <= 1 / 3
+    augmented = json.loads((project / "reports" / "augment.json").read_text())
+    assert augmented["generated"] == 2 and augmented["http_requests"] == 2  # through the local server
+    assert json.loads((project / "reports" / "augment_validation.json").read_text())["success"]
+    ondevice = json.loads((project / "reports" / "ondevice.json").read_text())
+    assert ondevice["q4_0"]["size_mb"] < ondevice["hf"]["size_mb"] / 4 and ondevice["bandwidth_gbs"] > 0
+    assert (
+        ondevice["q4_0"]["fraction_of_bound"] > 0
+        and "agreement_with_hf" in ondevice["q4_0"]["tasks"]["pmdata_fatigue"]
+    )
+    exported = json.loads((project / "reports" / "export" / "q4_0.json").read_text())
+    assert exported["bits_per_weight"] < 6 and (project / "artifacts" / "gguf" / "model-q4_0.gguf").exists()
+    assert "## On-device (GGUF, llama.cpp)" in report and "## Augmented responses" in report
 
     second = run(["dvc", "repro"], project, env)
     assert "Running stage" not in second.stdout
@@ -103,35 +127,46 @@ def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_di
     shown = run(["dvc", "metrics", "show", "--json"], project, env)
     assert "pmdata_stress" in shown.stdout
 
-    _set_params(project, eval__limit=4)
+    _set_params(project, judge__max_tokens=150)
     third = run(["dvc", "repro"], project, env)
-    assert _ran(third) == {"evaluate", "report"}
-    assert json.loads((project / "reports" / "metrics.json").read_text())["zs"]["pmdata_fatigue"]["n"] == 4
+    assert _ran(third) == {"judge", "report"}  # a param re-runs only the stages that read it, and after
     plots = json.loads(run(["dvc", "plots", "show", "--json"], project, env).stdout)["data"]
     assert any("confusion" in name for name in plots) and any(name.endswith(".png") for name in plots)
 
-    # A change to one dataset's raw files re-runs only that dataset's stages (and what reads all records).
+    # A change to one dataset's raw files re-runs only that dataset's stages (and what reads all records);
+    # eval.limit changes too, so evaluate runs on 4 examples.
     raw = project / "data" / "pubmedqa" / "ori_pqal.json"
     questions = json.loads(raw.read_text())
     first_id = next(iter(questions))
     questions[first_id]["LONG_ANSWER"] += " (corrected)"
     raw.write_text(json.dumps(questions))
     run(["dvc", "add", "-q", "data"], project, env)
+    _set_params(project, eval__limit=4)
     fourth = run(["dvc", "repro"], project, env)
-    assert _ran(fourth) == {
-        "prepare@pubmedqa",
-        "validate@pubmedqa",
-        "token_economy",
-        "train",
-        "evaluate",
-        "report",
-    }
+    assert (
+        _ran(fourth) - {"validate_augmented"}
+        == {
+            "prepare@pubmedqa",
+            "validate@pubmedqa",
+            "token_economy",
+            "augment",
+            "train",
+            "evaluate",
+            "judge",
+            "report",
+        }
+        | ON_DEVICE
+    )
+    assert json.loads((project / "reports" / "metrics.json").read_text())["zs"]["pmdata_fatigue"]["n"] == 4
+    rerun = json.loads((project / "reports" / "augment.json").read_text())
+    assert rerun["http_requests"] == 0 and rerun["cache_hits"] == 2  # same requests: all from the cache
 
     run(["git", "add", "-A"], project, env)
     run(["git", "commit", "-qm", "baseline"], project, env)
-    tiny = ["dvc", "exp", "run", "-S", f"model={tiny_model_dir}", "-S", "eval.mode=[fs-5,ft]"]
+    # Experiments up to `evaluate` (the stages after it are covered above, and cost time here).
+    tiny = ["dvc", "exp", "run", "evaluate", "-S", f"model={tiny_model_dir}", "-S", "eval.mode=[fs-5,ft]"]
     switched = run([*tiny, "-S", "train.lora.r=4", "-n", "tiny-lora"], project, env)
-    assert _ran(switched) == {"train", "evaluate", "report"}
+    assert _ran(switched) == {"train", "evaluate"}
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert metrics["efficiency"]["fs-5"]["params_m"] < 5 and set(metrics) == {"fs-5", "ft", "efficiency"}
     run([*tiny, "-S", "train.method=qlora", "-S", "train.lora.r=8", "-n", "tiny-qlora"], project, env)
@@ -152,7 +187,7 @@ def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_di
     run(["git", "add", "-A"], project, env)
     run(["git", "commit", "-qm", "tiny model"], project, env)
     _set_params(project, eval__strategy="generate", eval__max_new_tokens=4)
-    run(["dvc", "repro"], project, env)
+    run(["dvc", "repro", "evaluate"], project, env)
     run(["git", "add", "-A"], project, env)
     run(["git", "commit", "-qm", "generate"], project, env)
     run(["healthslm", "compare", "HEAD~1", "HEAD"], project, env)

@@ -65,13 +65,36 @@ def prepare(params_file: Path, datasets: tuple[str, ...]) -> None:
 @cli.command()
 @params_option
 @dataset_option
-def validate(params_file: Path, datasets: tuple[str, ...]) -> None:
+@click.option("--augmented", is_flag=True, help="Validate artifacts/augmented/ instead of a dataset.")
+def validate(params_file: Path, datasets: tuple[str, ...], augmented: bool) -> None:
     """Great Expectations gate and leakage check; Data Docs in reports/data_docs/<dataset>/."""
     from healthslm.validate import validate as run
+    from healthslm.validate import validate_augmented
 
     params = load_params(params_file)
+    if augmented:
+        validate_augmented(params, echo=click.echo)
+        return
     for name in datasets or params.data.datasets:
         run(params, name, echo=click.echo)
+
+
+@cli.command()
+@params_option
+def augment(params_file: Path) -> None:
+    """Reference responses for train records from an OpenAI-compatible endpoint (default: local llama.cpp)."""
+    from healthslm.augment import augment as run
+
+    run(load_params(params_file), echo=click.echo)
+
+
+@cli.command()
+@params_option
+def judge(params_file: Path) -> None:
+    """Score the open-ended answers on six criteria with an LLM judge -> reports/judge.json."""
+    from healthslm.judge import judge as run
+
+    run(load_params(params_file), echo=click.echo)
 
 
 @cli.command("token-economy")
@@ -119,6 +142,34 @@ def evaluate(params_file: Path) -> None:
 def report(params_file: Path) -> None:
     """Write reports/report.md from metrics, validation and params."""
     from healthslm.report import report as run
+
+    run(load_params(params_file), echo=click.echo)
+
+
+@cli.command()
+@params_option
+def export(params_file: Path) -> None:
+    """The fine-tuned model as GGUF f16 (llama.cpp's converter) -> artifacts/gguf/model-f16.gguf."""
+    from healthslm.export import export as run
+
+    run(load_params(params_file), echo=click.echo)
+
+
+@cli.command()
+@params_option
+@click.option("--type", "quantization", required=True, help="A llama.cpp type: q8_0, q4_0, q4_k_m, ...")
+def quantize(params_file: Path, quantization: str) -> None:
+    """Quantize artifacts/gguf/model-f16.gguf -> artifacts/gguf/model-TYPE.gguf (size in reports/export/)."""
+    from healthslm.export import quantize_stage
+
+    quantize_stage(load_params(params_file), quantization, echo=click.echo)
+
+
+@cli.command()
+@params_option
+def ondevice(params_file: Path) -> None:
+    """Benchmark each GGUF on llama.cpp beside the HF model (speed, memory, accuracy kept)."""
+    from healthslm.ondevice import ondevice as run
 
     run(load_params(params_file), echo=click.echo)
 

@@ -141,16 +141,7 @@ def label_metrics(
     invalid = sum(p is None for p in predicted)
     samples, seed = params.eval.bootstrap_samples, params.base.seed
     result: dict = {"n": len(rows), "invalid_rate": round(invalid / max(len(rows), 1), 4)}
-    if spec.metric == "accuracy":  # an invalid answer is a wrong answer, as in the seed
-        sentinel = -1 if spec.label_kind == "int" else "<invalid>"
-        result["model"] = metrics.score(
-            spec, gold, [sentinel if p is None else p for p in predicted], samples, seed
-        )
-    else:  # the seed averages errors over valid answers only
-        pairs = [(g, p) for g, p in zip(gold, predicted, strict=True) if p is not None]
-        result["model"] = (
-            metrics.score(spec, *map(list, zip(*pairs, strict=True)), samples, seed) if pairs else {}
-        )
+    result["model"] = metrics.score_answers(spec, gold, predicted, samples, seed)
     for name, values in baseline_predictions(spec, train, test, seed).items():
         result[name] = metrics.score(spec, gold, values, samples, seed)
     if spec.closed:

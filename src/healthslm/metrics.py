@@ -33,6 +33,15 @@ def mean_ci(per_example: np.ndarray, samples: int, seed: int) -> tuple[float, fl
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
+def score_answers(spec: TaskSpec, gold: list, predicted: list, samples: int, seed: int) -> dict[str, float]:
+    """`score` where an answer may be None (no valid answer), counted as the seed counts it."""
+    if spec.metric == "accuracy":  # an invalid answer is a wrong answer
+        sentinel = -1 if spec.label_kind == "int" else "<invalid>"
+        return score(spec, gold, [sentinel if p is None else p for p in predicted], samples, seed)
+    pairs = [(g, p) for g, p in zip(gold, predicted, strict=True) if p is not None]  # errors of valid ones
+    return score(spec, *map(list, zip(*pairs, strict=True)), samples, seed) if pairs else {}
+
+
 def score(spec: TaskSpec, gold: list, predicted: list, samples: int, seed: int) -> dict[str, float]:
     """The task's headline metric with its CI, plus the companion metrics."""
     if spec.metric == "accuracy":

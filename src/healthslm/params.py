@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from healthslm.errors import HealthSLMError
 
@@ -106,14 +106,70 @@ class EvalParams(Block):
         return [v.strip() for v in value.split(",")] if isinstance(value, str) else value
 
 
+class Endpoint(Block):
+    """An OpenAI-compatible endpoint. base_url null = a llama.cpp server this stage starts on 127.0.0.1
+    with the embedded GGUF. Records are health data: a non-loopback base_url also needs allow_remote."""
+
+    base_url: str | None = None
+    model: str | None = None  # the served model's name (null: the local server's embedded model)
+    api_key_env: str = Field(default="OPENAI_API_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$")  # never the key itself
+    allow_remote: bool = False
+    concurrency: int = Field(default=2, gt=0)
+    timeout_s: float = Field(default=600, gt=0)  # a CPU server can be slow; a retry would queue a duplicate
+    max_retries: int = Field(default=3, ge=0)  # the openai client's own retries (timeouts, 429, 5xx)
+    price_per_1m_input: float = Field(default=0.0, ge=0)  # USD, for the cost estimate
+    price_per_1m_output: float = Field(default=0.0, ge=0)
+    n_ctx: int = Field(default=4096, ge=512)  # local server only
+    n_threads: int | None = Field(default=None, gt=0)  # local server only; null = every core
+
+    @model_validator(mode="after")
+    def _remote_needs_a_model(self):
+        if self.base_url and not self.model:
+            raise ValueError("endpoint.model is required with a base_url")
+        return self
+
+
+class AugmentParams(Block):
+    tasks: list[str] = ["dreaddit_stress", "pubmedqa_answer", "pmdata_fatigue"]  # task keys (dataset_task)
+    per_task: int | None = Field(default=4, gt=0)  # train records per task (null = all)
+    import_existing: bool = True  # DR/Dreaddit: the datasets' gpt-3.5-turbo explanations, as augmented
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    max_tokens: int = Field(default=160, gt=0)
+    seed: int = 42
+    min_chars: int = Field(default=40, ge=1)  # a response outside these bounds is rejected
+    max_chars: int = Field(default=2000, gt=0)
+    endpoint: Endpoint = Endpoint()
+
+
+class JudgeParams(Block):
+    modes: list[Mode] = ["zs"]  # whose open-ended answers are judged (eval.mode must include them)
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    max_tokens: int = Field(default=200, gt=0)
+    seed: int = 42
+    endpoint: Endpoint = Endpoint()
+
+
+Quantization = Literal["q8_0", "q6_k", "q5_k_m", "q5_0", "q4_k_m", "q4_0"]
+
+
+class ExportParams(Block):
+    quantizations: list[Quantization] = Field(default=["q8_0", "q4_0"], min_length=1)
+    n_threads: int | None = Field(default=None, gt=0)  # llama.cpp threads (null = every core)
+    bench_prompts: int = Field(default=6, gt=0)  # task prompts timed per engine
+    bench_new_tokens: int = Field(default=32, gt=1)  # decoded per prompt (EOS ignored)
+
+
 class Params(Block):
     model: str = Field(default="smollm2-135m", min_length=1)
     base: BaseParams = BaseParams()
     data: DataParams = DataParams()
     prepare: PrepareParams = PrepareParams()
     validate_: ValidateParams = Field(default=ValidateParams(), alias="validate")
+    augment: AugmentParams = AugmentParams()
     train: TrainParams = TrainParams()
     eval: EvalParams = EvalParams()
+    judge: JudgeParams = JudgeParams()
+    export: ExportParams = ExportParams()
 
 
 def _describe(error: dict) -> str:

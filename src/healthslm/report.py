@@ -129,6 +129,110 @@ def training_section(training: dict | None) -> list[str]:
     return lines
 
 
+def augmentation_section(summary: dict | None, validation: dict | None) -> list[str]:
+    if not summary:
+        return ["No augmentation in this run."]
+    rate = summary["cache_hit_rate"]
+    lines = [
+        f"Endpoint: {summary['endpoint']}, model `{summary['model']}`, prompt `{summary['prompt_version']}`. "
+        f"{summary['generated']} responses requested ({summary['new_responses']} new, "
+        f"{summary['cache_hits']} from the cache{f', hit rate {rate:.0%}' if rate is not None else ''}; "
+        f"{summary['http_requests']} HTTP requests in {summary['wall_s']} s), "
+        f"{summary['imported']} imported (DR/Dreaddit's gpt-3.5-turbo explanations).",
+        "",
+        f"Tokens this run: {summary['prompt_tokens']} prompt + {summary['completion_tokens']} completion, "
+        f"cost ${summary['cost_usd']:.4f}. Whole generated set: {summary['all_prompt_tokens']} + "
+        f"{summary['all_completion_tokens']} tokens, ${summary['all_cost_usd']:.4f} at the configured price, "
+        f"${summary['all_cost_usd_at_gpt_4o_mini']:.4f} at gpt-4o-mini's list price.",
+        "",
+        "| task | kept | of them generated |",
+        "|---|--:|--:|",
+        *(
+            f"| {task} | {count} | {summary.get('accepted_generated', {}).get(task, '—')} |"
+            for task, count in summary["accepted"].items()
+        ),
+        "",
+        "| rejected because | responses |",
+        "|---|--:|",
+        *(f"| {reason} | {count} |" for reason, count in summary["rejected"].items()),
+    ]
+    if validation:
+        verdict = "passed" if validation["success"] else "failed: " + "; ".join(validation["failures"])
+        lines += ["", f"Great Expectations gate over the kept records ({len(validation['suites'])} sets): "
+                  f"{verdict}. Data Docs: `reports/data_docs/augmented/index.html`."]  # fmt: skip
+    return lines
+
+
+def judge_section(judge: dict | None) -> list[str]:
+    if not judge:
+        return ["No judged answers in this run."]
+    criteria = judge["criteria"]
+    usage = judge["usage"]
+    lines = [
+        f"Judge `{usage['model']}` at {usage['endpoint']}, rubric `{judge['rubric_version']}`, scores 0-5 "
+        "(mean [95% CI]); an answer the judge could not score in two tries counts as failed.",
+        "",
+        "| mode | answers | n | failed | " + " | ".join(criteria) + " | overall |",
+        "|---|---|--:|--:|" + "---|" * (len(criteria) + 1),
+    ]
+    for mode, sets in judge.items():
+        if mode == "usage" or not isinstance(sets, dict):
+            continue
+        for name, stats in sets.items():
+            cells = " | ".join(_cell(stats, c) for c in (*criteria, "overall"))
+            lines.append(f"| {mode} | {name} | {stats['n']} | {stats['failed']} | {cells} |")
+    return lines
+
+
+ONDEVICE_COLUMNS = (
+    "size_mb",
+    "bits_per_weight",
+    "load_s",
+    "ttft_s",
+    "decode_tokens_per_s",
+    "bound_tokens_per_s",
+    "fraction_of_bound",
+    "peak_rss_mb",
+)
+
+
+def ondevice_section(ondevice: dict | None) -> list[str]:
+    if not ondevice:
+        return ["No on-device export in this run."]
+    engines = {name: row for name, row in ondevice.items() if isinstance(row, dict)}
+    lines = [
+        f"Each GGUF on llama.cpp beside the HF model (transformers, fp32), {ondevice['n_threads']} threads, "
+        f"batch 1, {ondevice['prompts']} task prompts, each engine in its own process. Decoding reads every "
+        f"weight once per token, so tokens/s ≤ memory bandwidth / weight bytes; bandwidth measured in the "
+        f"same run: {ondevice['bandwidth_gbs']} GB/s.",
+        "",
+        "| engine | " + " | ".join(ONDEVICE_COLUMNS) + " |",
+        "|---|" + "--:|" * len(ONDEVICE_COLUMNS),
+    ]
+    for name, row in engines.items():
+        lines.append(f"| {name} | " + " | ".join(str(row.get(c, "—")) for c in ONDEVICE_COLUMNS) + " |")
+    lines += [
+        "",
+        "Accuracy kept (ft eval examples, label scoring through each engine's logits; agreement = share of "
+        "answers equal to the HF model's):",
+        "",
+        "| task | metric | " + " | ".join(engines) + " |",
+        "|---|---|" + "---|" * len(engines),
+    ]
+    for key, spec in all_tasks().items():
+        if key not in engines.get("hf", {}).get("tasks", {}):
+            continue
+        cells = []
+        for row in engines.values():
+            result = row["tasks"][key]
+            agreement = result.get("agreement_with_hf")
+            cells.append(
+                _cell(result, spec.metric) + (f" ({agreement:.0%})" if agreement is not None else "")
+            )
+        lines.append(f"| {key} | {spec.metric} | " + " | ".join(cells) + " |")
+    return [*lines, "", "![speed vs accuracy](ondevice/speed_vs_accuracy.png)"]
+
+
 EFFICIENCY_COLUMNS = (
     "examples",
     "examples_per_s",
@@ -280,6 +384,10 @@ def render(
     tokens: dict,
     training: dict | None = None,
     figures: tuple[str, ...] = (),
+    augmentation: dict | None = None,
+    augmentation_validation: dict | None = None,
+    judge: dict | None = None,
+    ondevice: dict | None = None,
 ) -> str:
     preset = resolve_model(params.model)
     limit = params.eval.limit or "all"
@@ -322,6 +430,10 @@ def render(
         "",
         "Interactive: `dvc plots show` / `dvc plots diff` (reports/plots/confusion/).",
         "",
+        "### LLM judge",
+        "",
+        *judge_section(judge),
+        "",
         "## Fine-tuning",
         "",
         *training_section(training),
@@ -336,6 +448,10 @@ def render(
         "",
         *efficiency_table(metrics["efficiency"]),
         "",
+        "## On-device (GGUF, llama.cpp)",
+        "",
+        *ondevice_section(ondevice),
+        "",
         "## Data",
         "",
         *data_section(validations),
@@ -343,6 +459,10 @@ def render(
         "Leakage: eval inputs identical to a train input, or TF-IDF cosine ≥ "
         f"{params.validate_.near_duplicate_similarity} (PMData's 14-day windows overlap between neighbouring "
         "days).",
+        "",
+        "## Augmented responses",
+        "",
+        *augmentation_section(augmentation, augmentation_validation),
         "",
         "## Token economy",
         "",
@@ -362,6 +482,18 @@ def render(
         "",
     ]
     return "\n".join(lines)
+
+
+OPTIONAL_INPUTS = {
+    "augmentation": Path("reports/augment.json"),
+    "augmentation_validation": Path("reports/augment_validation.json"),
+    "judge": Path("reports/judge.json"),
+    "ondevice": Path("reports/ondevice.json"),
+}
+
+
+def _read_optional(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def read_validations(params: Params, summary_dir: Path = SUMMARY_DIR) -> dict[str, dict]:
@@ -391,7 +523,8 @@ def report(
     ]
     if training and training_figure(TRAIN_CURVES_DIR, figures_dir / "training.png"):
         figures.append("training")
-    markdown = render(params, metrics, validations, tokens, training, tuple(figures))
+    extras = {name: _read_optional(path) for name, path in OPTIONAL_INPUTS.items()}
+    markdown = render(params, metrics, validations, tokens, training, tuple(figures), **extras)
     write_text(out_file, markdown)
     html_file = out_file.with_suffix(".html")
     write_text(html_file, markdown_to_html(markdown, "healthslm report", out_file.parent))

@@ -180,3 +180,63 @@ def validate(
     if failures:
         raise HealthSLMError(f"validation of {dataset} failed:\n  " + "\n  ".join(failures))
     return suites
+
+
+AUGMENTED_FIELDS = (*RECORD_FIELDS, "record_id", "stated_label", "augmentation")
+
+
+def augmented_suite(gx, spec: TaskSpec, params: Params):
+    expect, bounds = gx.expectations, params.augment
+    suite = gx.ExpectationSuite(name=f"augmented.{spec.key}")
+    expectations = [
+        expect.ExpectTableColumnsToMatchSet(column_set=list(AUGMENTED_FIELDS), exact_match=True),
+        expect.ExpectColumnValuesToBeUnique(column="id"),
+        expect.ExpectColumnValuesToNotBeNull(column="output"),
+        expect.ExpectColumnValuesToNotBeNull(column="augmentation"),
+        expect.ExpectColumnValuesToBeInSet(column="split", value_set=["train"]),
+        expect.ExpectColumnValueLengthsToBeBetween(
+            column="output", min_value=bounds.min_chars, max_value=bounds.max_chars
+        ),
+    ]
+    if spec.closed:
+        expectations += [
+            expect.ExpectColumnValuesToNotBeNull(column="stated_label"),
+            expect.ExpectColumnPairValuesToBeEqual(column_A="stated_label", column_B="label"),
+        ]
+    for expectation in expectations:
+        suite.add_expectation(expectation)
+    return suite
+
+
+def validate_augmented(
+    params: Params,
+    augmented_dir: Path | None = None,
+    docs_dir: Path = DOCS_DIR / "augmented",
+    summary_file: Path = Path("reports/augment_validation.json"),
+    echo=print,
+) -> dict:
+    """The gate over artifacts/augmented/: non-empty, within length bounds, stated label = gold."""
+    from healthslm.augment import AUGMENTED_DIR, read_augmented, task_of
+
+    shutil.rmtree(docs_dir, ignore_errors=True)
+    docs_dir.mkdir(parents=True)
+    gx, context = _context(docs_dir)
+    source = context.data_sources.add_pandas("augmented")
+    suites, failures = {}, []
+    for key, rows in read_augmented(augmented_dir or AUGMENTED_DIR).items():
+        spec = task_of(key, params.data.datasets)
+        frame = pd.DataFrame(rows)
+        result = _run(gx, context, source, augmented_suite(gx, spec, params), frame)
+        name = f"augmented.{key}"
+        suites[name] = {
+            "rows": len(frame),
+            "success": bool(result.success),
+            "expectations": len(result.results),
+        }
+        failures += _failure_lines(name, result)
+    context.build_data_docs(site_names=["healthslm"])
+    write_json(summary_file, {"success": not failures, "suites": suites, "failures": failures})
+    echo(f"augmented: {len(suites)} record sets validated; Data Docs: {docs_dir / 'index.html'}")
+    if failures:
+        raise HealthSLMError("validation of the augmented records failed:\n  " + "\n  ".join(failures))
+    return suites

@@ -1,0 +1,371 @@
+"""OpenAI-compatible endpoints for the augment and judge stages.
+
+- Privacy: records are health data, so a base_url that is not on this machine is refused before any request
+  unless the params opt in (`allow_remote`); the key comes from the environment only.
+- The default endpoint is a llama.cpp server (llama-cpp-python's `llama_cpp.server`) on 127.0.0.1 serving the
+  embedded GGUF, started on the first request that the cache cannot answer and stopped after the stage.
+- Every request is keyed by a hash of (model, messages, generation params); responses are appended to a JSONL
+  cache and fsynced as they arrive, so a killed run resumes with no repeated request.
+- Retries (timeouts, 429, 5xx, with backoff) are the openai client's own; HTTP requests are counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import ipaddress
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from healthslm.errors import HealthSLMError
+from healthslm.params import Endpoint
+
+LOCAL_MODEL_PRESET = "smollm2-135m"  # the embedded GGUF the local server serves
+SERVER_START_TIMEOUT_S = 180
+# USD per 1M input / output tokens (OpenAI list price) of the seeds' augmenter, for the cost comparison
+GPT_4O_MINI_PRICES = (0.15, 0.60)
+
+
+def is_loopback(url: str) -> bool:
+    host = (urlparse(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_privacy(endpoint: Endpoint, where: str) -> None:
+    """Refuse, before anything is sent, an endpoint off this machine that the user has not opted into."""
+    if endpoint.base_url and not is_loopback(endpoint.base_url) and not endpoint.allow_remote:
+        raise HealthSLMError(
+            f"{where}.endpoint.base_url {endpoint.base_url} is not on this machine and the records are "
+            f"health data; set {where}.endpoint.allow_remote: true to send them there"
+        )
+
+
+def _api_key(endpoint: Endpoint, where: str) -> str:
+    key = os.environ.get(endpoint.api_key_env)
+    if not key and endpoint.base_url and not is_loopback(endpoint.base_url):
+        raise HealthSLMError(
+            f"{where}.endpoint: {endpoint.api_key_env} is not set (the key is read from the environment only)"
+        )
+    return key or "not-needed"  # a local server takes any key
+
+
+def request_key(model: str, messages: list[dict], generation: dict) -> str:
+    payload = json.dumps({"model": model, "messages": messages, **generation}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class ResponseCache:
+    """Append-only JSONL of responses by request key, flushed and fsynced line by line.
+
+    A line torn by a kill mid-write is cut off when the cache is opened; every complete line is kept."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.entries: dict[str, dict] = {}
+        self._lock = threading.Lock()
+        self._truncate_torn_tail()
+        self._file = self.path.open("a", encoding="utf-8")
+
+    def _truncate_torn_tail(self) -> None:
+        if not self.path.exists():
+            return
+        good = 0
+        with self.path.open("rb") as fh:
+            for line in fh:
+                try:
+                    entry = json.loads(line)
+                    self.entries[entry["key"]] = entry
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    break
+                good += len(line)
+        if good < self.path.stat().st_size:
+            with self.path.open("r+b") as fh:
+                fh.truncate(good)
+
+    def get(self, key: str) -> dict | None:
+        return self.entries.get(key)
+
+    def put(self, entry: dict) -> None:
+        with self._lock:
+            self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self.entries[entry["key"]] = entry
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    key: str
+    cached: bool
+
+
+@dataclass
+class Usage:
+    http_requests: int = 0
+    cache_hits: int = 0
+    new_responses: int = 0
+    prompt_tokens: int = 0  # of this run's new responses
+    completion_tokens: int = 0
+    all_prompt_tokens: int = 0  # of every response used, cached or new: what the set cost to make
+    all_completion_tokens: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, reply: Reply) -> None:
+        self.all_prompt_tokens += reply.prompt_tokens
+        self.all_completion_tokens += reply.completion_tokens
+        if reply.cached:
+            self.cache_hits += 1
+        else:
+            self.new_responses += 1
+            self.prompt_tokens += reply.prompt_tokens
+            self.completion_tokens += reply.completion_tokens
+
+    def summary(self, endpoint: Endpoint, model: str) -> dict:
+        wall = time.perf_counter() - self.started
+        answered = self.cache_hits + self.new_responses
+
+        def cost(prompt: int, completion: int, prices: tuple[float, float]) -> float:
+            return round((prompt * prices[0] + completion * prices[1]) / 1e6, 6)
+
+        prices = (endpoint.price_per_1m_input, endpoint.price_per_1m_output)
+        return {
+            "endpoint": _describe_endpoint(endpoint),
+            "model": model,
+            "http_requests": self.http_requests,
+            "new_responses": self.new_responses,
+            "cache_hits": self.cache_hits,
+            "cache_hit_rate": round(self.cache_hits / answered, 4) if answered else None,
+            "wall_s": round(wall, 2),
+            "requests_per_s": round(self.new_responses / wall, 3) if self.new_responses else None,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": cost(self.prompt_tokens, self.completion_tokens, prices),
+            "all_prompt_tokens": self.all_prompt_tokens,
+            "all_completion_tokens": self.all_completion_tokens,
+            "all_cost_usd": cost(self.all_prompt_tokens, self.all_completion_tokens, prices),
+            "all_cost_usd_at_gpt_4o_mini": cost(
+                self.all_prompt_tokens, self.all_completion_tokens, GPT_4O_MINI_PRICES
+            ),
+        }
+
+
+def _describe_endpoint(endpoint: Endpoint) -> str:
+    if not endpoint.base_url:
+        return "local llama.cpp server (127.0.0.1)"
+    parsed = urlparse(endpoint.base_url)  # scheme and host only: a URL may carry credentials
+    return f"{parsed.scheme}://{parsed.hostname}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the server's process: get SIGTERM when the stage dies, even by SIGKILL (Linux prctl)."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _log_tail(log, lines: int = 6) -> str:
+    log.seek(0)
+    return " | ".join(log.read().decode(errors="replace").strip().splitlines()[-lines:])
+
+
+def _wait_ready(process: subprocess.Popen, base_url: str, log, timeout: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise HealthSLMError(f"the llama.cpp server exited ({process.returncode}): {_log_tail(log)}")
+        try:
+            if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise HealthSLMError(f"the llama.cpp server at {base_url} was not ready after {timeout:.0f} s")
+
+
+@dataclass
+class LocalServer:
+    base_url: str
+    process: subprocess.Popen
+    log: object
+
+    def death(self) -> str | None:
+        """Why the server is gone, if it is."""
+        if self.process.poll() is None:
+            return None
+        return f"the llama.cpp server died ({self.process.returncode}): {_log_tail(self.log)}"
+
+
+@contextmanager
+def llama_server(gguf: Path, alias: str, n_ctx: int, n_threads: int | None) -> Iterator[LocalServer]:
+    """Run llama_cpp.server on 127.0.0.1 with `gguf`; yield it (base_url, health); stop it afterwards."""
+    port = _free_port()
+    threads = str(n_threads or os.cpu_count() or 1)
+    command = [
+        sys.executable, "-m", "llama_cpp.server",
+        "--model", str(gguf), "--model_alias", alias,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--n_ctx", str(n_ctx), "--n_threads", threads, "--n_threads_batch", threads,
+    ]  # fmt: skip
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        try:
+            server = LocalServer(f"http://127.0.0.1:{port}/v1", process, log)
+            _wait_ready(process, server.base_url, log, SERVER_START_TIMEOUT_S)
+            yield server
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def local_gguf() -> Path:
+    from healthslm.models.loader import gguf_path
+    from healthslm.models.registry import resolve_model
+
+    return gguf_path(resolve_model(LOCAL_MODEL_PRESET).gguf)
+
+
+class Client:
+    """Chat completions through the cache; connects (or starts the local server) on the first cache miss."""
+
+    def __init__(self, endpoint: Endpoint, where: str, cache: ResponseCache, stack: ExitStack):
+        check_privacy(endpoint, where)
+        self.endpoint, self.where, self.cache, self._stack = endpoint, where, cache, stack
+        self.model = endpoint.model or local_gguf().stem
+        self.usage = Usage()
+        self._client = None
+        self._server: LocalServer | None = None
+        self._lock = threading.Lock()
+        # The server is started from this long-lived thread: its death signal (PR_SET_PDEATHSIG) fires when
+        # the *thread* that started it ends, and the request worker threads come and go.
+        self._owner = ThreadPoolExecutor(1, thread_name_prefix="llama-server")
+        stack.callback(self._owner.shutdown)
+
+    @property
+    def concurrency(self) -> int:
+        """Requests in flight: one for the local server, which answers one at a time (a queued request
+        would only wait, and could time out and be sent again while the server still works on it)."""
+        return self.endpoint.concurrency if self.endpoint.base_url else 1
+
+    def _count(self, _request) -> None:
+        with self._lock:
+            self.usage.http_requests += 1
+
+    def _connect(self):
+        import openai
+
+        with self._lock:
+            if self._client is None:
+                base_url = self.endpoint.base_url
+                if not base_url:
+                    server = llama_server(
+                        local_gguf(), self.model, self.endpoint.n_ctx, self.endpoint.n_threads
+                    )
+                    self._server = self._owner.submit(self._stack.enter_context, server).result()
+                    base_url = self._server.base_url
+                self._client = openai.OpenAI(
+                    base_url=base_url,
+                    api_key=_api_key(self.endpoint, self.where),
+                    max_retries=self.endpoint.max_retries,
+                    timeout=self.endpoint.timeout_s,
+                    http_client=openai.DefaultHttpxClient(event_hooks={"request": [self._count]}),
+                )
+            return self._client
+
+    def complete(self, messages: list[dict], **generation) -> Reply:
+        key = request_key(self.model, messages, generation)
+        if (entry := self.cache.get(key)) is not None:
+            return self._used(Reply(**entry["reply"], key=key, cached=True))
+        import openai
+
+        try:
+            response = self._connect().chat.completions.create(
+                model=self.model, messages=messages, **generation
+            )
+        except openai.APIError as exc:
+            reason = (self._server and self._server.death()) or exc
+            raise HealthSLMError(f"{self.where}: the endpoint failed after retries: {reason}") from None
+        choice, usage = response.choices[0], response.usage
+        reply = {
+            "text": choice.message.content or "",
+            "finish_reason": choice.finish_reason or "",
+            "prompt_tokens": usage.prompt_tokens if usage else 0,
+            "completion_tokens": usage.completion_tokens if usage else 0,
+        }
+        self.cache.put({"key": key, "model": self.model, "reply": reply})
+        return self._used(Reply(**reply, key=key, cached=False))
+
+    def _used(self, reply: Reply) -> Reply:
+        with self._lock:
+            self.usage.add(reply)
+        return reply
+
+    def summary(self) -> dict:
+        return self.usage.summary(self.endpoint, self.model)
+
+
+@contextmanager
+def open_client(endpoint: Endpoint, where: str, cache_file: Path) -> Iterator[Client]:
+    with ExitStack() as stack:
+        cache = ResponseCache(cache_file)
+        stack.callback(cache.close)
+        yield Client(endpoint, where, cache, stack)
+
+
+def run_all(jobs: list[Callable[[], object]], concurrency: int, label: str) -> list[object]:
+    """Run jobs on `concurrency` threads with a progress bar; results in job order; the first error wins."""
+    from rich.progress import Progress
+
+    results: list[object] = [None] * len(jobs)
+    with Progress(transient=True) as progress, ThreadPoolExecutor(concurrency) as pool:
+        task = progress.add_task(label, total=len(jobs))
+        futures = {}
+        for index, job in enumerate(jobs):
+            future = pool.submit(job)
+            future.add_done_callback(lambda _: progress.advance(task))
+            futures[future] = index
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()
+        for future in done:
+            if (error := future.exception()) is not None:
+                raise error
+            results[futures[future]] = future.result()
+    return results

@@ -1,0 +1,78 @@
+"""GGUF export with llama.cpp's own converter and quantizer, checked on llama.cpp (llama-cpp-python)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from healthslm.errors import HealthSLMError
+from healthslm.export import convert, gguf_facts, quantize
+from healthslm.models.loader import model_location
+from healthslm.models.registry import resolve_model
+from healthslm.prompts import build_context
+from healthslm.tasks import BUILTIN_TASKS
+
+NEW_TOKENS = 24
+
+
+def _prompt_ids(tokenizer, pmdata_records) -> list[int]:
+    spec = next(t for t in BUILTIN_TASKS if t.key == "pmdata_fatigue")
+    record = json.loads((pmdata_records / "pmdata" / "fatigue.eval.jsonl").open().readline())
+    context = build_context(record, spec, tokenizer, True, "compact")
+    return tokenizer(context, add_special_tokens=False).input_ids
+
+
+@torch.inference_mode()
+def _hf_greedy(model, ids: list[int]) -> list[int]:
+    """Plain argmax, EOS included (generate's min_new_tokens would forbid EOS and change the output)."""
+    tokens, cache, step = [], None, ids
+    for _ in range(NEW_TOKENS):
+        out = model(input_ids=torch.tensor([step]), past_key_values=cache, use_cache=True)
+        cache = out.past_key_values
+        tokens.append(int(out.logits[0, -1].argmax()))
+        step = [tokens[-1]]
+    return tokens
+
+
+def _llama_greedy(path, ids: list[int]) -> list[int]:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, n_threads=2, verbose=False)
+    tokens = []
+    step = ids
+    for _ in range(NEW_TOKENS):
+        llm.eval(step)
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
+        tokens.append(int(np.argmax(logits)))
+        step = [tokens[-1]]
+    return tokens
+
+
+def test_f16_gguf_reproduces_the_hf_greedy_output_and_quantizes(embedded, pmdata_records, tmp_path):
+    model, tokenizer = embedded
+    folder = model_location(resolve_model("smollm2-135m"))
+    f16 = convert(folder, tmp_path / "model-f16.gguf")
+    facts = gguf_facts(f16)
+    assert facts["params_m"] == pytest.approx(134.5, abs=0.5) and 15.9 < facts["bits_per_weight"] < 16.5
+
+    ids = _prompt_ids(tokenizer, pmdata_records)
+    expected = _hf_greedy(model, ids)
+    assert _llama_greedy(f16, ids) == expected, tokenizer.decode(expected)
+
+    q4 = gguf_facts(quantize(f16, tmp_path / "model-q4_0.gguf", "q4_0", 2))
+    assert q4["size_mb"] < facts["size_mb"] / 2.5 and q4["bits_per_weight"] < 6
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically, nothing left behind
+
+
+def test_an_architecture_the_converter_lacks_is_named(tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "config.json").write_text(
+        json.dumps({"architectures": ["FooBarForCausalLM"], "model_type": "foo"})
+    )
+    with pytest.raises(HealthSLMError, match="does not support the architecture FooBarForCausalLM"):
+        convert(folder, tmp_path / "odd.gguf")
+    assert not (tmp_path / "odd.gguf").exists()

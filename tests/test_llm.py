@@ -1,0 +1,245 @@
+"""Augmentation and the LLM judge against a real llama.cpp server (llama_cpp.server on 127.0.0.1 with the
+embedded GGUF): cache, kill-and-resume, the privacy rule, the strict-JSON judge, the GX gate over augmented
+records."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from healthslm.augment import augment, read_augmented, stated_label
+from healthslm.errors import HealthSLMError
+from healthslm.judge import judge
+from healthslm.params import Params
+from healthslm.tasks import BUILTIN_TASKS
+from healthslm.validate import validate_augmented
+
+TASKS = {spec.key: spec for spec in BUILTIN_TASKS}
+SECRETS = {"OPENAI_API_KEY": "sk-test-0penai-SECRET", "HF_TOKEN": "hf_test_SECRET", "WANDB_API_KEY": "w" * 40}
+
+
+def params(**blocks) -> Params:
+    raw = {"data": {"datasets": ["pmdata", "pubmedqa", "dr", "dreaddit", "medquad"]}}
+    for block, values in blocks.items():
+        raw[block] = values
+    return Params.model_validate(raw)
+
+
+def test_stated_label_reads_the_first_stated_answer():
+    fatigue, stress = TASKS["pmdata_fatigue"], TASKS["dreaddit_stress"]
+    assert stated_label(stress, "Yes. Reasoning: the poster ...") == "yes"
+    assert stated_label(stress, 'The answer to the question "Does the poster suffer?" is: no.') == "no"
+    assert stated_label(stress, "The poster shows no sign") is None  # "no" not stated as the answer
+    assert stated_label(fatigue, "3. Reasoning: ...") == 3
+    assert stated_label(fatigue, "10 hours of sleep") is None  # not in the label space 0-5
+    assert stated_label(TASKS["aw_fb_activity"], "Running 7 METs, since ...") == "Running 7 METs"
+
+
+def test_augment_rejects_unknown_and_continuous_tasks_before_any_request(all_records, tmp_path):
+    for tasks, message in ((["pmdata_fatigeu"], "unknown task 'pmdata_fatigeu'"),
+                           (["aw_fb_calories"], "has a continuous label")):  # fmt: skip
+        settings = params(data={"datasets": ["aw_fb", "pmdata"]}, augment={"tasks": tasks})
+        with pytest.raises(HealthSLMError, match=message):
+            augment(settings, all_records, tmp_path / "out", tmp_path / "cache.jsonl", tmp_path / "s.json")
+    assert not (tmp_path / "cache.jsonl").exists() and not (tmp_path / "out").exists()
+
+
+def test_augment_caches_every_response_and_the_gate_checks_the_kept_ones(all_records, tmp_path):
+    settings = params(augment={"tasks": ["pubmedqa_answer", "pmdata_fatigue"], "per_task": 3})
+    paths = {
+        "records_dir": all_records,
+        "out_dir": tmp_path / "augmented",
+        "cache_file": tmp_path / "cache" / "augment.jsonl",
+        "summary_file": tmp_path / "augment.json",
+    }
+    first = augment(settings, **paths, echo=lambda _: None)
+    assert first["http_requests"] == first["new_responses"] == 6 and first["cache_hits"] == 0
+    assert first["prompt_tokens"] > 0 and first["completion_tokens"] > 0
+    assert len((tmp_path / "cache" / "augment.jsonl").read_text().splitlines()) == 6
+    kept = read_augmented(tmp_path / "augmented")
+    rejected = [json.loads(line) for line in (tmp_path / "augmented" / "rejected.jsonl").open()]
+    generated_kept = sum(first["accepted"].get(k, 0) for k in ("pubmedqa_answer", "pmdata_fatigue"))
+    assert generated_kept + sum(r["provider"] != "gpt-3.5-turbo" for r in rejected) == 6
+    assert first["imported"] == 1003 + 2837  # DR + Dreaddit train explanations
+    for rows in kept.values():
+        assert all(str(row["stated_label"]) == str(row["label"]) for row in rows)
+        assert all(row["augmentation"]["provider"] for row in rows)
+    assert all(row["reason"] for row in rejected)
+    assert (tmp_path / "augmented" / "dreaddit" / "stress.train.toon").exists()
+
+    again = augment(settings, **paths, echo=lambda _: None)
+    assert again["http_requests"] == 0 and again["cache_hits"] == 6 and again["cache_hit_rate"] == 1.0
+    assert again["accepted"] == first["accepted"] and again["all_prompt_tokens"] == first["prompt_tokens"]
+
+    docs = tmp_path / "docs"
+    suites = validate_augmented(
+        settings, tmp_path / "augmented", docs, tmp_path / "gate.json", echo=lambda _: None
+    )
+    assert "augmented.dreaddit_stress" in suites and (docs / "index.html").exists()
+    # Negative control: a record whose stated label contradicts its gold label fails the gate.
+    stress = tmp_path / "augmented" / "dreaddit" / "stress.train.jsonl"
+    rows = [json.loads(line) for line in stress.open()]
+    rows[0]["stated_label"] = "no" if rows[0]["label"] == "yes" else "yes"
+    stress.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(HealthSLMError, match="expect_column_pair_values_to_be_equal"):
+        validate_augmented(
+            settings, tmp_path / "augmented", docs, tmp_path / "gate.json", echo=lambda _: None
+        )
+
+
+def _project(tmp_path: Path, all_records: Path, per_task: int) -> Path:
+    project = tmp_path / "project"
+    (project / "artifacts").mkdir(parents=True)
+    shutil.copytree(all_records / "pubmedqa", project / "artifacts" / "records" / "pubmedqa")
+    raw = {
+        "data": {"datasets": ["pubmedqa"]},
+        "augment": {"tasks": ["pubmedqa_answer"], "per_task": per_task, "endpoint": {"concurrency": 1}},
+    }
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    return project
+
+
+def _cache_lines(project: Path) -> int:
+    cache = project / "artifacts" / "llm_cache" / "augment.jsonl"
+    return len(cache.read_text().splitlines()) if cache.exists() else 0
+
+
+def test_killed_augmentation_resumes_with_only_the_missing_requests(all_records, tmp_path):
+    total = 6
+    project = _project(tmp_path, all_records, total)
+    env = {**os.environ, **SECRETS}
+    command = [sys.executable, "-m", "healthslm", "augment"]
+    process = subprocess.Popen(
+        command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 240
+    while _cache_lines(project) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    server = [
+        p for p in psutil.Process(process.pid).children(recursive=True) if "llama_cpp.server" in p.cmdline()
+    ]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert server, "the stage should have started a llama.cpp server"
+    psutil.wait_procs(server, timeout=15)
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in server), (
+        "server outlived its stage"
+    )
+    done = _cache_lines(project)
+    assert 2 <= done < total
+    assert not (project / "reports" / "augment.json").exists()  # nothing half-written
+
+    rerun = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    summary = json.loads((project / "reports" / "augment.json").read_text())
+    print(f"killed after {done}/{total} cached responses; resume: {summary['http_requests']} HTTP requests, "
+          f"{summary['cache_hits']} cache hits")  # fmt: skip
+    assert summary["http_requests"] == summary["new_responses"] == total - done
+    assert summary["cache_hits"] == done and _cache_lines(project) == total
+    written = [p for p in project.rglob("*") if p.is_file()]
+    for path in written:
+        text = path.read_text(errors="ignore")
+        assert not any(secret in text for secret in SECRETS.values()), path
+
+
+def _non_loopback_address() -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def test_a_remote_endpoint_is_refused_before_anything_is_sent(all_records, tmp_path):
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to listen on")
+    listener = socket.create_server(("0.0.0.0", 0))
+    listener.settimeout(0.5)
+    base_url = f"http://{address}:{listener.getsockname()[1]}/v1"
+
+    def attempt(allow_remote: bool) -> str:
+        endpoint = {"base_url": base_url, "model": "gpt-4o-mini", "allow_remote": allow_remote,
+                    "max_retries": 0, "timeout_s": 2}  # fmt: skip
+        settings = params(augment={"tasks": ["pubmedqa_answer"], "per_task": 1, "endpoint": endpoint})
+        with pytest.raises(HealthSLMError) as error:
+            augment(settings, all_records, tmp_path / "out", tmp_path / "cache.jsonl", tmp_path / "s.json")
+        return str(error.value)
+
+    def connections() -> int:
+        count = 0
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                return count
+            connection.close()
+            count += 1
+
+    os.environ["OPENAI_API_KEY"] = SECRETS["OPENAI_API_KEY"]
+    try:
+        refused = attempt(allow_remote=False)
+        assert "not on this machine" in refused and "allow_remote: true" in refused
+        assert connections() == 0
+        # Control: with the opt-in the same request does reach the listener (which is no OpenAI server).
+        assert "failed after retries" in attempt(allow_remote=True)
+        assert connections() >= 1
+    finally:
+        os.environ.pop("OPENAI_API_KEY")
+        listener.close()
+
+
+def _predictions(tmp_path: Path, all_records: Path, count: int) -> Path:
+    eval_rows = [json.loads(line) for line in (all_records / "medquad" / "answer.eval.jsonl").open()][:count]
+    answers = [
+        "Drink fluids, rest, and see a doctor if the fever lasts more than three days.",
+        "I don't know.",
+    ]
+    rows = [
+        {"id": row["id"], "answer": answers[i % 2], "reference": row["output"][:600]}
+        for i, row in enumerate(eval_rows)
+    ]
+    folder = tmp_path / "predictions" / "zs"
+    folder.mkdir(parents=True)
+    (folder / "medquad_answer.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return folder.parent
+
+
+def test_judge_scores_strict_json_and_reasks_a_malformed_answer_once(all_records, tmp_path):
+    predictions = _predictions(tmp_path, all_records, 2)
+
+    def run(max_tokens: int, name: str) -> dict:
+        settings = params(eval={"mode": ["zs"], "bootstrap_samples": 100}, judge={"max_tokens": max_tokens})
+        return judge(
+            settings, predictions, all_records, tmp_path / name, tmp_path / "cache.jsonl",
+            tmp_path / f"{name}.json", echo=lambda _: None,
+        )  # fmt: skip
+
+    summary = run(120, "ok")
+    stats = summary["zs"]["medquad_answer"]
+    assert stats["n"] == 2 and stats["failed"] == 0
+    assert all(0 <= stats[c] <= 5 and stats[f"{c}_ci_low"] <= stats[c] for c in summary["criteria"])
+    rows = [json.loads(line) for line in (tmp_path / "ok" / "zs" / "medquad_answer.jsonl").open()]
+    assert all(set(row["scores"]) == set(summary["criteria"]) for row in rows)
+    assert summary["usage"]["http_requests"] == 2
+    assert run(120, "again")["usage"]["http_requests"] == 0  # answered from the cache
+
+    # Too few tokens for the JSON object: truncated, re-asked once, then recorded as failed.
+    failed = run(4, "short")
+    assert failed["zs"]["medquad_answer"]["failed"] == 2 and failed["usage"]["http_requests"] == 4
+    rows = [json.loads(line) for line in (tmp_path / "short" / "zs" / "medquad_answer.jsonl").open()]
+    assert all(row["status"] == "failed" and row["attempts"] == 2 for row in rows)
+    assert all(row["reason"] == "truncated at max_tokens" for row in rows)
