@@ -129,7 +129,8 @@ def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_di
 
     _set_params(project, judge__max_tokens=150)
     third = run(["dvc", "repro"], project, env)
-    assert _ran(third) == {"judge", "report"}  # a param re-runs only the stages that read it, and after
+    # A param re-runs only the stages that read it (and after them only those whose inputs then changed).
+    assert {"judge"} <= _ran(third) <= {"judge", "report"}
     plots = json.loads(run(["dvc", "plots", "show", "--json"], project, env).stdout)["data"]
     assert any("confusion" in name for name in plots) and any(name.endswith(".png") for name in plots)
 
