@@ -140,11 +140,7 @@ def augment(
 ) -> dict:
     settings = params.augment
     specs = _tasks(params, records_dir, echo)
-    generation = {
-        "temperature": settings.temperature,
-        "max_tokens": settings.max_tokens,
-        "seed": settings.seed,
-    }
+    generation = settings.generation()
     with open_client(settings.endpoint, "augment", cache_file) as client:
         work = [
             (spec, record)

@@ -151,11 +151,8 @@ def judge(
 ) -> dict:
     settings = params.judge
     answer_sets = answers_to_judge(params, predictions_dir, records_dir)
-    generation = {
-        "temperature": settings.temperature,
-        "max_tokens": settings.max_tokens,
-        "seed": settings.seed,
-        "response_format": response_format(local=settings.endpoint.base_url is None),
+    generation = settings.generation() | {
+        "response_format": response_format(local=settings.endpoint.base_url is None)
     }
     results: dict = {}
     with open_client(settings.endpoint, "judge", cache_file) as client, atomic_dir(out_dir) as tmp:

@@ -129,23 +129,30 @@ class Endpoint(Block):
         return self
 
 
-class AugmentParams(Block):
-    tasks: list[str] = ["dreaddit_stress", "pubmedqa_answer", "pmdata_fatigue"]  # task keys (dataset_task)
-    per_task: int | None = Field(default=4, gt=0)  # train records per task (null = all)
-    import_existing: bool = True  # DR/Dreaddit: the datasets' gpt-3.5-turbo explanations, as augmented
+class GenerationParams(Block):
+    """Sampling settings of a stage that asks an OpenAI-compatible endpoint."""
+
     temperature: float = Field(default=0.0, ge=0, le=2)
     max_tokens: int = Field(default=160, gt=0)
     seed: int = 42
+
+    def generation(self) -> dict:
+        """The request's sampling arguments (also part of each response's cache key)."""
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed}
+
+
+class AugmentParams(GenerationParams):
+    tasks: list[str] = ["dreaddit_stress", "pubmedqa_answer", "pmdata_fatigue"]  # task keys (dataset_task)
+    per_task: int | None = Field(default=4, gt=0)  # train records per task (null = all)
+    import_existing: bool = True  # DR/Dreaddit: the datasets' gpt-3.5-turbo explanations, as augmented
     min_chars: int = Field(default=40, ge=1)  # a response outside these bounds is rejected
     max_chars: int = Field(default=2000, gt=0)
     endpoint: Endpoint = Endpoint()
 
 
-class JudgeParams(Block):
+class JudgeParams(GenerationParams):
     modes: list[Mode] = ["zs"]  # whose open-ended answers are judged (eval.mode must include them)
-    temperature: float = Field(default=0.0, ge=0, le=2)
     max_tokens: int = Field(default=200, gt=0)
-    seed: int = 42
     endpoint: Endpoint = Endpoint()
 
 

