@@ -7,7 +7,11 @@ both invalid rates. The header is a one-time cost per task and mode, so the rati
 examples: it runs on `eval.limit` examples (params.yaml, 25), what the default `dvc repro` evaluates, and also
 prints the per-example ("steady") ratio that a full-size run (eval.limit: null, 299-500) approaches.
 
+Then open-ended generation (MedQuAD answers, eval.text_max_new_tokens each): batch 1 against batches of
+eval.text_batch_size grouped by length, with how many texts came out identical.
+
     python benchmarks/eval_speed.py [--examples N] [--task pmdata_fatigue] [--modes zs,fs-3,fs-10]
+                                    [--text-examples 16]
 
 Needs the records of `dvc repro` (or `healthslm prepare --dataset pmdata`).
 """
@@ -22,7 +26,7 @@ import torch
 
 from healthslm.data.registry import all_tasks
 from healthslm.evaluate import _fewshot_examples
-from healthslm.generation import generate, parse_answer
+from healthslm.generation import generate, generate_batch, length_buckets, parse_answer
 from healthslm.models.loader import load_model_and_tokenizer
 from healthslm.models.registry import resolve_model
 from healthslm.params import load_params
@@ -53,6 +57,29 @@ def score_loop(model, tokenizer, spec, records, examples, prompt_format: str) ->
     return len(records) / (time.perf_counter() - start), prefix_s
 
 
+def text_generation(model, tokenizer, records_dir: Path, count: int) -> None:
+    settings, spec = load_params().eval, all_tasks()["medquad_answer"]
+    records = read_records(records_dir, spec.dataset, spec.name, "eval")[:count]
+    contexts = [build_context(record, spec, tokenizer, True) for record in records]
+    start = time.perf_counter()
+    singles = [generate(model, tokenizer, c, settings.text_max_new_tokens, False).text for c in contexts]
+    single_rate = len(contexts) / (time.perf_counter() - start)
+    start, batched = time.perf_counter(), {}
+    for batch in length_buckets([len(tokenizer(c).input_ids) for c in contexts], settings.text_batch_size):
+        outs = generate_batch(
+            model, tokenizer, [contexts[i] for i in batch], settings.text_max_new_tokens, False
+        )
+        batched |= {i: out.text for i, out in zip(batch, outs, strict=True)}
+    batch_rate = len(contexts) / (time.perf_counter() - start)
+    same = sum(batched[i] == text for i, text in enumerate(singles))
+    print(f"\n{spec.key}, {len(contexts)} prompts, {settings.text_max_new_tokens} new tokens")
+    print(f"{'batch 1':28} {single_rate:10.3f} examples/s")
+    print(
+        f"{f'batches of {settings.text_batch_size} by length':28} {batch_rate:10.3f} examples/s"
+        f" {batch_rate / single_rate:6.1f}x, {same}/{len(contexts)} texts identical"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -61,6 +88,7 @@ def main() -> None:
     parser.add_argument("--task", default="pmdata_fatigue")
     parser.add_argument("--records", type=Path, default=Path("artifacts/records"))
     parser.add_argument("--modes", default="zs,fs-3,fs-10", help="zs and/or fs-k, comma-separated")
+    parser.add_argument("--text-examples", type=int, default=16, help="MedQuAD prompts (0: skip)")
     args = parser.parse_args()
     torch.manual_seed(0)
     spec = all_tasks()[args.task]
@@ -87,6 +115,8 @@ def main() -> None:
                 f"{mode:5} {label:28} {rate:10.3f} {0:8.0%} {rate / base_rate:9.1f}x"
                 f" {prefix_s:9.2f} {1 / steady / base_rate:15.1f}x"
             )
+    if args.text_examples:
+        text_generation(model, tokenizer, args.records, args.text_examples)
 
 
 if __name__ == "__main__":

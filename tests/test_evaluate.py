@@ -204,3 +204,23 @@ def test_features_read_the_prompt_numbers():
     assert features["steps_x100_mean"] == 2.0 and features["steps_x100_n"] == 2.0
     assert features["rest_hr_mean"] == 60.0 and features["rest_hr_n"] == 1.0  # 0.0 resting HR is missing
     assert features["mood_of_5"] == 4
+
+
+def test_batched_generation_equals_batch_one(embedded, all_records):
+    """Left-padded batches of open-ended prompts decode exactly what batch 1 decodes, in input order; a
+    sequence that stops early counts only its own tokens."""
+    from healthslm.generation import generate, generate_batch, length_buckets
+
+    model, tokenizer = embedded
+    contexts = [
+        build_context(record, TASKS[f"{dataset}_{name}"], tokenizer, True)
+        for dataset, name in (("medquad", "answer"), ("dr", "depression"))
+        for record in read_records(all_records, dataset, name, "eval")[:2]
+    ]
+    singles = [generate(model, tokenizer, c, 24, special_tokens=False) for c in contexts]
+    batched = generate_batch(model, tokenizer, contexts, 24, special_tokens=False)
+    assert [b.text for b in batched] == [s.text for s in singles]
+    assert [b.new_tokens for b in batched] == [s.new_tokens for s in singles]
+    assert len({len(tokenizer(c).input_ids) for c in contexts}) == 4  # the batch really was padded
+    assert min(s.new_tokens for s in singles) < 24 == max(s.new_tokens for s in singles)  # one stopped early
+    assert length_buckets([5, 1, 4, 2, 3], 2) == [[1, 3], [4, 2], [0]]

@@ -24,7 +24,14 @@ from rich.progress import track
 from healthslm import metrics
 from healthslm.baselines import baseline_predictions
 from healthslm.errors import HealthSLMError
-from healthslm.generation import NumberDecoder, generate, parse_answer
+from healthslm.generation import (
+    Generated,
+    NumberDecoder,
+    generate,
+    generate_batch,
+    length_buckets,
+    parse_answer,
+)
 from healthslm.io import atomic_dir, write_json, write_jsonl
 from healthslm.models.loader import load_model_and_tokenizer, model_location
 from healthslm.models.registry import ModelPreset, resolve_model
@@ -64,6 +71,17 @@ class Runner:
         if out.decode_tokens_per_s:
             self.decode_rates.append(out.decode_tokens_per_s)
         return out
+
+    def generate_texts(self, contexts: list[str]) -> list[Generated]:
+        """Greedy continuations of one batch; its time to first token and decode rate (all sequences)."""
+        outs = generate_batch(
+            self.model, self.tokenizer, contexts, self.params.eval.text_max_new_tokens, not self.use_chat
+        )
+        self.ttfts.append(outs[0].ttft_s)
+        decoded, decode_s = sum(o.new_tokens - 1 for o in outs), outs[0].total_s - outs[0].ttft_s
+        if decoded > 0 and decode_s > 0:
+            self.decode_rates.append(decoded / decode_s)
+        return outs
 
     def answer(self, record: dict, spec: TaskSpec, context: str) -> dict:
         """One prediction row; `answer` is a label, or None when generation gave no valid answer."""
@@ -112,25 +130,29 @@ def predict(runner: Runner, spec: TaskSpec, test: list[dict], examples: list[dic
 
 
 def explain(runner: Runner, spec: TaskSpec, test: list[dict]) -> tuple[list[dict], list[str]]:
-    """Open-ended generation: MedQuAD answers, or label + reasoning for the IMHI posts."""
-    rows, references = [], []
-    for record in track(test, description=f"{spec.key} (text)", transient=True):
-        context = build_context(record, spec, runner.tokenizer, runner.use_chat, "seed")
-        start = time.perf_counter()
-        out = runner._timed_generate(context, runner.params.eval.text_max_new_tokens)
-        latency = round(time.perf_counter() - start, 4)
-        runner.latencies.append(latency)
-        rows.append(
-            {
-                "id": record["id"],
-                "prompt_sha256": hashlib.sha256(context.encode()).hexdigest(),
+    """Open-ended generation: MedQuAD answers, or label + reasoning for the IMHI posts, decoded in batches of
+    prompts of similar length. A row's latency is its batch's time shared by the batch."""
+    contexts = [build_context(record, spec, runner.tokenizer, runner.use_chat, "seed") for record in test]
+    lengths = [len(runner.tokenizer(c).input_ids) for c in contexts]
+    rows: list[dict] = [{} for _ in test]
+    for batch in track(
+        length_buckets(lengths, runner.params.eval.text_batch_size),
+        description=f"{spec.key} (text)",
+        transient=True,
+    ):
+        outs = runner.generate_texts([contexts[i] for i in batch])
+        latency = round(outs[0].total_s / len(batch), 4)
+        for i, out in zip(batch, outs, strict=True):
+            runner.latencies.append(latency)
+            rows[i] = {
+                "id": test[i]["id"],
+                "prompt_sha256": hashlib.sha256(contexts[i].encode()).hexdigest(),
                 "answer": out.text,
-                "reference": record["output"],
+                "reference": test[i]["output"],
                 "latency_s": latency,
+                "batch": len(batch),
             }
-        )
-        references.append(record["output"])
-    return rows, references
+    return rows, [record["output"] for record in test]
 
 
 def label_metrics(

@@ -46,12 +46,28 @@ class Generated:
         return (self.new_tokens - 1) / (self.total_s - self.ttft_s)
 
 
+def _eos_ids(model, tokenizer) -> set[int]:
+    configured = model.generation_config.eos_token_id
+    ids = set(configured if isinstance(configured, list) else [configured])
+    return {i for i in ids | {tokenizer.eos_token_id} if i is not None}
+
+
 @torch.inference_mode()
-def generate(
-    model, tokenizer, context: str, max_new_tokens: int, special_tokens: bool, sample_seed: int | None = None
-) -> Generated:
-    """Greedy (or, with a seed, the seed's temperature 0.3 / top-p 0.9 sampling) continuation of `context`."""
-    ids = torch.tensor([tokenizer(context, add_special_tokens=special_tokens).input_ids], device=model.device)
+def generate_batch(
+    model,
+    tokenizer,
+    contexts: list[str],
+    max_new_tokens: int,
+    special_tokens: bool,
+    sample_seed: int | None = None,
+) -> list[Generated]:
+    """Greedy (or, with a seed, the seed's temperature 0.3 / top-p 0.9 sampling) continuations of `contexts`,
+    left-padded into one batch. Give it contexts of similar length (`length_buckets`): padding is wasted work.
+    Every result carries the batch's time to first token and total time."""
+    encoded = [tokenizer(c, add_special_tokens=special_tokens).input_ids for c in contexts]
+    width, pad = max(len(e) for e in encoded), tokenizer.eos_token_id
+    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=model.device)
+    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=model.device)
     clock = _FirstTokenClock()
     sampling = {}
     if sample_seed is not None:
@@ -60,17 +76,35 @@ def generate(
     start = time.perf_counter()
     out = model.generate(
         input_ids=ids,
-        attention_mask=torch.ones_like(ids),
+        attention_mask=mask,
         max_new_tokens=max_new_tokens,
         do_sample=bool(sampling),
-        pad_token_id=tokenizer.eos_token_id,
+        pad_token_id=pad,
         streamer=clock,
         **sampling,
     )
     total = time.perf_counter() - start
-    new = out[0, ids.shape[1] :]
     ttft = (clock.first_token_at or time.perf_counter()) - start
-    return Generated(tokenizer.decode(new, skip_special_tokens=True), int(new.numel()), ttft, total)
+    eos, results = _eos_ids(model, tokenizer), []
+    for row in out[:, width:].tolist():
+        # A finished sequence is padded with EOS until the whole batch is done: count up to its first EOS.
+        length = next((i + 1 for i, token in enumerate(row) if token in eos), len(row))
+        text = tokenizer.decode(row[:length], skip_special_tokens=True)
+        results.append(Generated(text, length, ttft, total))
+    return results
+
+
+def generate(
+    model, tokenizer, context: str, max_new_tokens: int, special_tokens: bool, sample_seed: int | None = None
+) -> Generated:
+    """One continuation of `context` (batch 1, as the seed's loop)."""
+    return generate_batch(model, tokenizer, [context], max_new_tokens, special_tokens, sample_seed)[0]
+
+
+def length_buckets(lengths: list[int], size: int) -> list[list[int]]:
+    """Indices grouped into batches of up to `size` by length, so a batch pads little."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 _NUMBER = r"(\d+(?:\.\d+)?)"

@@ -95,6 +95,7 @@ class EvalParams(Block):
     text_limit: int | None = Field(default=5, gt=0)  # open-ended examples per task (generation is slow)
     max_new_tokens: int = Field(default=20, gt=0)  # the seed's, for `generate`
     text_max_new_tokens: int = Field(default=48, gt=0)
+    text_batch_size: int = Field(default=8, gt=0)  # open-ended prompts generated together, bucketed by length
     max_resamples: int = Field(default=0, ge=0)  # `generate`: resample an invalid answer (the seed's option)
     chat_template: bool = True
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
