@@ -448,6 +448,10 @@ def render(
         "",
         *efficiency_table(metrics["efficiency"]),
         "",
+        "Latency is per example (a text batch's time is shared by its prompts). Time to first token and "
+        "decode tokens/s are the open-ended generation's, per batch of up to "
+        f"{params.eval.text_batch_size} prompts (decode counts the tokens of every sequence).",
+        "",
         "## On-device (GGUF, llama.cpp)",
         "",
         *ondevice_section(ondevice),
