@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from healthslm.data.registry import all_tasks
-from healthslm.evaluate import _fewshot_examples
-from healthslm.generation import generate, generate_batch, length_buckets, parse_answer
+from healthslm.evaluate import Runner, _fewshot_examples, explain
+from healthslm.generation import generate, parse_answer
 from healthslm.models.loader import load_model_and_tokenizer
 from healthslm.models.registry import resolve_model
 from healthslm.params import load_params
@@ -58,20 +58,19 @@ def score_loop(model, tokenizer, spec, records, examples, prompt_format: str) ->
 
 
 def text_generation(model, tokenizer, records_dir: Path, count: int) -> None:
-    settings, spec = load_params().eval, all_tasks()["medquad_answer"]
+    """The evaluator's own `explain` (length-bucketed batches) against batch-1 `generate`."""
+    params, spec = load_params(), all_tasks()["medquad_answer"]
+    settings = params.eval
     records = read_records(records_dir, spec.dataset, spec.name, "eval")[:count]
     contexts = [build_context(record, spec, tokenizer, True) for record in records]
     start = time.perf_counter()
     singles = [generate(model, tokenizer, c, settings.text_max_new_tokens, False).text for c in contexts]
     single_rate = len(contexts) / (time.perf_counter() - start)
-    start, batched = time.perf_counter(), {}
-    for batch in length_buckets([len(tokenizer(c).input_ids) for c in contexts], settings.text_batch_size):
-        outs = generate_batch(
-            model, tokenizer, [contexts[i] for i in batch], settings.text_max_new_tokens, False
-        )
-        batched |= {i: out.text for i, out in zip(batch, outs, strict=True)}
+    runner = Runner(params, model, tokenizer, True, "seed", scorer=None, numbers=None)
+    start = time.perf_counter()
+    rows, _ = explain(runner, spec, records)
     batch_rate = len(contexts) / (time.perf_counter() - start)
-    same = sum(batched[i] == text for i, text in enumerate(singles))
+    same = sum(row["answer"] == text for row, text in zip(rows, singles, strict=True))
     print(f"\n{spec.key}, {len(contexts)} prompts, {settings.text_max_new_tokens} new tokens")
     print(f"{'batch 1':28} {single_rate:10.3f} examples/s")
     print(

@@ -27,7 +27,6 @@ from healthslm.errors import HealthSLMError
 from healthslm.generation import (
     Generated,
     NumberDecoder,
-    generate,
     generate_batch,
     length_buckets,
     parse_answer,
@@ -65,17 +64,12 @@ class Runner:
     def context(self, record: dict, spec: TaskSpec, examples: list[dict]) -> str:
         return build_context(record, spec, self.tokenizer, self.use_chat, self.prompt_format, examples)
 
-    def _timed_generate(self, context: str, max_new_tokens: int, sample_seed: int | None = None):
-        out = generate(self.model, self.tokenizer, context, max_new_tokens, not self.use_chat, sample_seed)
-        self.ttfts.append(out.ttft_s)
-        if out.decode_tokens_per_s:
-            self.decode_rates.append(out.decode_tokens_per_s)
-        return out
-
-    def generate_texts(self, contexts: list[str]) -> list[Generated]:
-        """Greedy continuations of one batch; its time to first token and decode rate (all sequences)."""
+    def generate_texts(
+        self, contexts: list[str], max_new_tokens: int, sample_seed: int | None = None
+    ) -> list[Generated]:
+        """Continuations of one batch; records its time to first token and decode rate (all sequences)."""
         outs = generate_batch(
-            self.model, self.tokenizer, contexts, self.params.eval.text_max_new_tokens, not self.use_chat
+            self.model, self.tokenizer, contexts, max_new_tokens, not self.use_chat, sample_seed
         )
         self.ttfts.append(outs[0].ttft_s)
         decoded, decode_s = sum(o.new_tokens - 1 for o in outs), outs[0].total_s - outs[0].ttft_s
@@ -91,7 +85,7 @@ class Runner:
             raw, spoken = "", None
             for attempt in range(self.params.eval.max_resamples + 1):
                 seed = None if attempt == 0 else self.params.base.seed + attempt
-                raw = self._timed_generate(context, self.params.eval.max_new_tokens, seed).text
+                raw = self.generate_texts([context], self.params.eval.max_new_tokens, seed)[0].text
                 if (spoken := parse_answer(spec, raw)) is not None:
                     break
             row |= {"raw": raw, "answer": spec.label_of_answer(spoken) if spoken is not None else None}
@@ -140,7 +134,7 @@ def explain(runner: Runner, spec: TaskSpec, test: list[dict]) -> tuple[list[dict
         description=f"{spec.key} (text)",
         transient=True,
     ):
-        outs = runner.generate_texts([contexts[i] for i in batch])
+        outs = runner.generate_texts([contexts[i] for i in batch], runner.params.eval.text_max_new_tokens)
         latency = round(outs[0].total_s / len(batch), 4)
         for i, out in zip(batch, outs, strict=True):
             runner.latencies.append(latency)

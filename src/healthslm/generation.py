@@ -36,14 +36,8 @@ class _FirstTokenClock(BaseStreamer):
 class Generated:
     text: str
     new_tokens: int
-    ttft_s: float  # prompt processing + first token
-    total_s: float
-
-    @property
-    def decode_tokens_per_s(self) -> float | None:
-        if self.new_tokens < 2 or self.total_s <= self.ttft_s:
-            return None
-        return (self.new_tokens - 1) / (self.total_s - self.ttft_s)
+    ttft_s: float  # prompt processing + first token, of the whole batch
+    total_s: float  # of the whole batch it was decoded in
 
 
 def _eos_ids(model, tokenizer) -> set[int]:
