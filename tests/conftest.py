@@ -1,4 +1,4 @@
-"""Shared fixtures: the real data mirror (also served over real HTTP on 127.0.0.1), the embedded model,
+"""Shared fixtures: the real data served on 127.0.0.1 at GitHub's URL paths, the embedded model,
 and a tiny random model with the embedded model's tokenizer for fast pipeline runs."""
 
 from __future__ import annotations
@@ -16,16 +16,43 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
-def mirror_dir() -> Path:
-    path = Path(os.environ.get("HEALTHSLM_DATA_MIRROR") or ROOT.parent / "shared" / "datasets")
-    if not (path / "pmdata").is_dir():
-        pytest.fail(f"no data mirror at {path}: set HEALTHSLM_DATA_MIRROR to a copy of the datasets")
-    return path
+SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+
+
+def link_github_layout(flat: Path, dest: Path) -> Path:
+    """Lay a folder like ../shared/datasets (<dataset>/<file>, upstream/<repo>/<commit>.zip) out as GitHub
+    serves the pinned files, routed by the pins: symlinks, nothing copied."""
+    from healthslm.data.fetch import load_sources
+
+    for items in load_sources().values():
+        for item in items:
+            if item.convert:
+                source = flat / "upstream" / item.repo / f"{item.commit}.zip"
+                link = Path(item.archive_location(str(dest)))
+            else:
+                source, link = flat / item.dataset / item.file, Path(item.raw_location(str(dest)))
+            if not source.is_file():
+                pytest.fail(f"{flat} has no {source.relative_to(flat)}, which the pins need")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to(source.resolve())
+    return dest
 
 
 @pytest.fixture(scope="session")
-def mirror() -> Path:
-    return mirror_dir()
+def github_layout(tmp_path_factory) -> Path:
+    """A folder holding every pinned upstream file as GitHub serves it. The data comes from
+    HEALTHSLM_DATA_MIRROR, else ../shared/datasets, else GitHub itself (saved once into the user cache)."""
+    from healthslm.data.fetch import MIRROR_ENV, is_http, save_mirror
+    from healthslm.models.loader import cache_root
+
+    env = os.environ.get(MIRROR_ENV)
+    flat = Path(env) if env and not is_http(env) else None if env else SHARED_DATASETS
+    if flat is not None and (flat / "pmdata").is_dir():  # a folder laid out like ../shared/datasets
+        return link_github_layout(flat, tmp_path_factory.mktemp("github"))
+    dest = cache_root() / "upstream"
+    save_mirror(dest, env, echo=lambda _: None)  # skips what is already there and verified
+    return dest
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -35,11 +62,13 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="session")
 def serve():
-    """serve(folder) -> base URL of a real HTTP server on 127.0.0.1 serving that folder."""
+    """serve(folder, handler) -> base URL of a real HTTP server on 127.0.0.1 (until the session ends) serving
+    that folder, or answering with `handler` alone when there is no folder."""
     servers = []
 
-    def start(folder: Path) -> str:
-        handler = functools.partial(_QuietHandler, directory=str(folder))
+    def start(folder: Path | None, handler=_QuietHandler) -> str:
+        if folder is not None:
+            handler = functools.partial(handler, directory=str(folder))
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
@@ -52,33 +81,40 @@ def serve():
 
 
 @pytest.fixture(scope="session")
-def mirror_url(mirror: Path, serve) -> str:
-    return serve(mirror)
+def mirror_url(github_layout: Path, serve) -> str:
+    """A stand-in for GitHub on 127.0.0.1: raw files and archives at GitHub's URL paths."""
+    return serve(github_layout)
 
 
 @pytest.fixture(scope="session")
-def pmdata_records(tmp_path_factory, mirror: Path) -> Path:
-    """Real PMData records, prepared once from the mirror."""
+def raw_data(tmp_path_factory, mirror_url: str) -> Path:
+    """data/ as `healthslm fetch` writes it (every dataset, MedQuAD converted), fetched once over HTTP."""
     from healthslm.data.fetch import fetch
+
+    dest = tmp_path_factory.mktemp("raw") / "data"
+    fetch(None, dest, mirror_url, echo=lambda _: None)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def pmdata_records(tmp_path_factory, raw_data: Path) -> Path:
+    """Real PMData records, prepared once."""
     from healthslm.params import Params
     from healthslm.prepare import prepare
 
     root = tmp_path_factory.mktemp("records")
-    fetch(["pmdata"], root / "data", str(mirror), echo=lambda _: None)
-    prepare(Params(), ["pmdata"], data_dir=root / "data", out_dir=root / "records", echo=lambda _: None)
+    prepare(Params(), ["pmdata"], data_dir=raw_data, out_dir=root / "records", echo=lambda _: None)
     return root / "records"
 
 
 @pytest.fixture(scope="session")
-def all_records(tmp_path_factory, mirror: Path) -> Path:
-    """Records of every built-in dataset from the mirror (GLOBEM absent, so skipped)."""
-    from healthslm.data.fetch import fetch
+def all_records(tmp_path_factory, raw_data: Path) -> Path:
+    """Records of every built-in dataset (GLOBEM absent, so skipped)."""
     from healthslm.params import ALL_DATASETS, Params
     from healthslm.prepare import prepare
 
     root = tmp_path_factory.mktemp("all-records")
-    fetch(None, root / "data", str(mirror), echo=lambda _: None)
-    prepare(Params(), ALL_DATASETS, data_dir=root / "data", out_dir=root / "records", echo=lambda _: None)
+    prepare(Params(), ALL_DATASETS, data_dir=raw_data, out_dir=root / "records", echo=lambda _: None)
     return root / "records"
 
 

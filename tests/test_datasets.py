@@ -1,4 +1,4 @@
-"""The data layer on the real mirror: every dataset's records, TOON == JSONL, few-shot pools, the compact
+"""The data layer on the real data: every dataset's records, TOON == JSONL, few-shot pools, the compact
 format's token economy, GLOBEM on a generated fixture, and a plug-in dataset from a local CSV."""
 
 import csv
@@ -50,8 +50,8 @@ def test_label_types_follow_the_task(all_records):
     assert dr["provenance"]["response_by"] == "gpt-3.5-turbo"  # the IMHI responses, kept as references
 
 
-def test_pubmedqa_eval_is_the_official_test_split(all_records, mirror):
-    official = json.loads((mirror / "pubmedqa" / "test_ground_truth.json").read_text())
+def test_pubmedqa_eval_is_the_official_test_split(all_records, raw_data):
+    official = json.loads((raw_data / "pubmedqa" / "test_ground_truth.json").read_text())
     records = read_records(all_records, "pubmedqa", "answer", "eval")
     assert {r["provenance"]["pmid"]: r["label"] for r in records} == official
 
@@ -66,18 +66,15 @@ def test_toon_files_hold_the_same_records_as_jsonl(all_records):
         assert read_toon_records(toon) == read_records(all_records, dataset, task, split), toon
 
 
-def test_fewshot_pools_are_nested_train_only_and_deterministic(all_records, tmp_path, mirror):
+def test_fewshot_pools_are_nested_train_only_and_deterministic(all_records, tmp_path, raw_data):
     pools = json.loads((all_records / "pmdata" / "fatigue.fewshot.json").read_text())
     assert {k: len(v) for k, v in pools.items()} == {"1": 1, "3": 3, "5": 5, "10": 10}
     assert set(pools["1"]) <= set(pools["3"]) <= set(pools["5"]) <= set(pools["10"])
     assert all("-train-" in record_id for record_id in pools["10"])
-    from healthslm.data.fetch import fetch
-
-    fetch(["pmdata"], tmp_path / "data", str(mirror), echo=lambda _: None)
-    prepare(Params(), ["pmdata"], tmp_path / "data", tmp_path / "again", echo=lambda _: None)
+    prepare(Params(), ["pmdata"], raw_data, tmp_path / "again", echo=lambda _: None)
     assert json.loads((tmp_path / "again" / "pmdata" / "fatigue.fewshot.json").read_text()) == pools
     other_seed = Params.model_validate({"base": {"seed": 7}})
-    prepare(other_seed, ["pmdata"], tmp_path / "data", tmp_path / "seed7", echo=lambda _: None)
+    prepare(other_seed, ["pmdata"], raw_data, tmp_path / "seed7", echo=lambda _: None)
     assert json.loads((tmp_path / "seed7" / "pmdata" / "fatigue.fewshot.json").read_text()) != pools
 
 
@@ -144,11 +141,11 @@ def test_globem_bad_label_names_file_row_and_field(tmp_path):
     assert not (tmp_path / "records" / "globem").exists()
 
 
-def test_imhi_csv_without_its_column_is_a_clear_error(tmp_path, mirror):
+def test_imhi_csv_without_its_column_is_a_clear_error(tmp_path, raw_data):
     import shutil
 
     folder = tmp_path / "data" / "dr"
-    shutil.copytree(mirror / "mentalllama", folder)
+    shutil.copytree(raw_data / "dr", folder)
     (folder / "DR_valid_complete.csv").write_text("post,question\nhello,there\n")
     with pytest.raises(HealthSLMError, match=r"DR_valid_complete.csv: missing column\(s\) response"):
         prepare(Params(), ["dr"], tmp_path / "data", tmp_path / "records", echo=lambda _: None)

@@ -37,9 +37,9 @@ def test_records_follow_the_schema(pmdata_records):
 
 
 @pytest.fixture
-def raw(tmp_path, mirror):
+def raw(tmp_path, raw_data):
     data = tmp_path / "data"
-    shutil.copytree(mirror / "pmdata", data / "pmdata")
+    shutil.copytree(raw_data / "pmdata", data / "pmdata")
     return data
 
 

@@ -29,21 +29,37 @@ def cli() -> None:
     """
 
 
-@cli.command()
-@click.option("--dataset", "datasets", multiple=True, help="Dataset to fetch (repeatable); default: all.")
-@click.option(
+mirror_option = click.option(
     "--mirror",
     envvar="HEALTHSLM_DATA_MIRROR",
     default=None,
-    help="A folder or http(s) URL laid out as <mirror>/<dataset>/<file>; env HEALTHSLM_DATA_MIRROR.",
+    help="Fetch from this base (http(s) URL or folder) laid out as GitHub serves the files, instead of "
+    "GitHub; env HEALTHSLM_DATA_MIRROR.",
 )
+
+
+@cli.command()
+@click.option("--dataset", "datasets", multiple=True, help="Dataset to fetch (repeatable); default: all.")
+@mirror_option
 @click.option("--dest", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
 def fetch(datasets: tuple[str, ...], mirror: str | None, dest: Path) -> None:
-    """Download the pinned raw datasets into data/, verifying every sha256."""
+    """Download the pinned raw datasets into data/, verifying every pin (MedQuAD converted from its XML)."""
     from healthslm.data.fetch import fetch as run
 
     written = run(list(datasets) or None, dest, mirror, echo=click.echo)
     click.echo(f"{written} file(s) written to {dest}/")
+
+
+@cli.command()
+@click.argument("dest", type=click.Path(path_type=Path))
+@mirror_option
+def mirror(dest: Path, mirror: str | None) -> None:
+    """Save every pinned upstream file into DEST as GitHub lays them out: a mirror for offline machines
+    (then `export HEALTHSLM_DATA_MIRROR=DEST`)."""
+    from healthslm.data.fetch import save_mirror
+
+    written = save_mirror(dest, mirror, echo=click.echo)
+    click.echo(f"{written} file(s) saved to {dest}/")
 
 
 dataset_option = click.option(
@@ -199,6 +215,14 @@ def check_params(params_file: Path) -> None:
     click.echo(
         f"{params_file}: ok; model {params.model} -> {preset.source} {preset.hf_id or preset.local_path}"
     )
+
+
+@cli.command("check-engine")
+def check_engine() -> None:
+    """Run a few tokens through llama.cpp in a child process; fail in one line if it cannot run here."""
+    from healthslm.engine import check_engine as run
+
+    click.echo(f"llama.cpp ok: {run()}")
 
 
 @cli.command()

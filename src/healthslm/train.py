@@ -191,9 +191,8 @@ def wandb_callback(params: Params, run_name: str, config: dict) -> TrainerCallba
     os.environ.setdefault("WANDB_CONFIG_DIR", str(root / ".config"))
     os.environ.setdefault("WANDB_SILENT", "true")
     root.mkdir(parents=True, exist_ok=True)
-    from transformers.integrations import WandbCallback
-
     import wandb
+    from transformers.integrations import WandbCallback
 
     wandb.init(project=settings.project, name=run_name, config=config)
     return WandbCallback()
