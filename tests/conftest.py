@@ -98,12 +98,13 @@ def raw_data(tmp_path_factory, mirror_url: str) -> Path:
 
 @pytest.fixture(scope="session")
 def pmdata_records(tmp_path_factory, raw_data: Path) -> Path:
-    """Real PMData records, prepared once."""
+    """Real PMData records, prepared once; its raw files beside them in data/."""
     from healthslm.params import Params
     from healthslm.prepare import prepare
 
     root = tmp_path_factory.mktemp("records")
-    prepare(Params(), ["pmdata"], data_dir=raw_data, out_dir=root / "records", echo=lambda _: None)
+    shutil.copytree(raw_data / "pmdata", root / "data" / "pmdata")
+    prepare(Params(), ["pmdata"], data_dir=root / "data", out_dir=root / "records", echo=lambda _: None)
     return root / "records"
 
 
