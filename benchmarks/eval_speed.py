@@ -10,6 +10,9 @@ prints the per-example ("steady") ratio that a full-size run (eval.limit: null, 
 Then open-ended generation (MedQuAD answers, eval.text_max_new_tokens each): batch 1 against batches of
 eval.text_batch_size grouped by length, with how many texts came out identical.
 
+Everything printed also goes to reports/benchmarks/eval_speed.json (--out), with the CPU that measured it:
+README's benchmark table is read from that committed file.
+
     python benchmarks/eval_speed.py [--examples N] [--task pmdata_fatigue] [--modes zs,fs-3,fs-10]
                                     [--text-examples 16]
 
@@ -19,6 +22,7 @@ Needs the records of `dvc repro` (or `healthslm prepare --dataset pmdata`).
 from __future__ import annotations
 
 import argparse
+import platform
 import time
 from pathlib import Path
 
@@ -27,6 +31,7 @@ import torch
 from healthslm.data.registry import all_tasks
 from healthslm.evaluate import Runner, _fewshot_examples, explain
 from healthslm.generation import generate, parse_answer
+from healthslm.io import write_json
 from healthslm.models.loader import load_model_and_tokenizer
 from healthslm.models.registry import resolve_model
 from healthslm.params import load_params
@@ -57,7 +62,7 @@ def score_loop(model, tokenizer, spec, records, examples, prompt_format: str) ->
     return len(records) / (time.perf_counter() - start), prefix_s
 
 
-def text_generation(model, tokenizer, records_dir: Path, count: int) -> None:
+def text_generation(model, tokenizer, records_dir: Path, count: int) -> dict:
     """The evaluator's own `explain` (length-bucketed batches) against batch-1 `generate`."""
     params, spec = load_params(), all_tasks()["medquad_answer"]
     settings = params.eval
@@ -77,6 +82,15 @@ def text_generation(model, tokenizer, records_dir: Path, count: int) -> None:
         f"{f'batches of {settings.text_batch_size} by length':28} {batch_rate:10.3f} examples/s"
         f" {batch_rate / single_rate:6.1f}x, {same}/{len(contexts)} texts identical"
     )
+    return {
+        "task": spec.key,
+        "prompts": len(contexts),
+        "batch_size": settings.text_batch_size,
+        "batch_1_examples_per_s": round(single_rate, 3),
+        "batched_examples_per_s": round(batch_rate, 3),
+        "speed_up": round(batch_rate / single_rate, 2),
+        "identical_texts": same,
+    }
 
 
 def main() -> None:
@@ -88,6 +102,7 @@ def main() -> None:
     parser.add_argument("--records", type=Path, default=Path("artifacts/records"))
     parser.add_argument("--modes", default="zs,fs-3,fs-10", help="zs and/or fs-k, comma-separated")
     parser.add_argument("--text-examples", type=int, default=16, help="MedQuAD prompts (0: skip)")
+    parser.add_argument("--out", type=Path, default=Path("reports/benchmarks/eval_speed.json"))
     args = parser.parse_args()
     torch.manual_seed(0)
     spec = all_tasks()[args.task]
@@ -101,11 +116,16 @@ def main() -> None:
         f"{'mode':5} {'evaluator':28} {'examples/s':>10} {'invalid':>8} {'speed-up':>9}"
         f" {'header s':>9} {'steady speed-up':>16}"
     )
+    result = {"task": spec.key, "examples": len(records), "model": "SmolLM2-135M-Instruct fp32"}
+    result |= {"threads": torch.get_num_threads(), "cpu": _cpu_name(), "modes": {}}
     for mode in args.modes.split(","):
         shots = int(mode.split("-")[1]) if mode.startswith("fs-") else 0
         examples = _fewshot_examples(spec, shots, args.records, train)
         base_rate, base_invalid = seed_loop(model, tokenizer, spec, records, examples)
         print(f"{mode:5} {'seed loop (generate+regex)':28} {base_rate:10.3f} {base_invalid:8.0%} {1:9.1f}x")
+        row = result["modes"][mode] = {
+            "seed_loop": {"examples_per_s": round(base_rate, 3), "invalid_rate": round(base_invalid, 3)}
+        }
         for prompt_format in ("seed", "compact"):
             rate, prefix_s = score_loop(model, tokenizer, spec, records, examples, prompt_format)
             steady = (len(records) / rate - prefix_s) / len(records)  # seconds per example after the header
@@ -114,8 +134,26 @@ def main() -> None:
                 f"{mode:5} {label:28} {rate:10.3f} {0:8.0%} {rate / base_rate:9.1f}x"
                 f" {prefix_s:9.2f} {1 / steady / base_rate:15.1f}x"
             )
+            row[f"score_{prompt_format}"] = {
+                "examples_per_s": round(rate, 3),
+                "invalid_rate": 0.0,
+                "speed_up": round(rate / base_rate, 1),
+                "header_s": round(prefix_s, 2),
+                "steady_speed_up": round(1 / steady / base_rate, 1),
+            }
     if args.text_examples:
-        text_generation(model, tokenizer, args.records, args.text_examples)
+        result["text_generation"] = text_generation(model, tokenizer, args.records, args.text_examples)
+    write_json(args.out, result)
+    print(f"\nwrote {args.out}")
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (ratios hold for the machine that measured them, not another)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":
