@@ -167,7 +167,8 @@ register(csv_text_dataset(
 def test_a_plugin_adds_a_csv_text_dataset_without_touching_the_core(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    (tmp_path / "isear_plugin.py").write_text(PLUGIN)
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "isear_plugin.py").write_text(PLUGIN)
     folder = tmp_path / "data" / "isear_mini"
     folder.mkdir(parents=True)
     emotions = ["joy", "fear", "anger"]

@@ -34,7 +34,13 @@ def evaluated(tmp_path_factory, all_records, tiny_model_dir):
         }
     )
     results = evaluate(
-        params, all_records, out / "predictions", out / "metrics.json", out / "plots", echo=lambda _: None
+        params,
+        False,
+        all_records,
+        out / "predictions",
+        out / "metrics.json",
+        out / "plots",
+        echo=lambda _: None,
     )
     return params, results, out
 
@@ -50,7 +56,7 @@ def test_every_closed_answer_is_in_the_label_space(evaluated):
             "dr_depression",
         ):
             spec = TASKS[key]
-            rows = read_jsonl(out / "predictions" / mode / f"{key}.jsonl")
+            rows = read_jsonl(out / "predictions" / "base" / mode / f"{key}.jsonl")
             assert len(rows) == 6
             assert all(str(row["answer"]) in spec.label_space for row in rows)
             assert all(set(row["scores"]) == set(spec.spoken_answers) for row in rows)
@@ -59,15 +65,15 @@ def test_every_closed_answer_is_in_the_label_space(evaluated):
 
 def test_few_shot_prompts_differ_from_zero_shot(evaluated):
     _, _, out = evaluated
-    zs = read_jsonl(out / "predictions" / "zs" / "pmdata_stress.jsonl")
-    fs = read_jsonl(out / "predictions" / "fs-3" / "pmdata_stress.jsonl")
+    zs = read_jsonl(out / "predictions" / "base" / "zs" / "pmdata_stress.jsonl")
+    fs = read_jsonl(out / "predictions" / "base" / "fs-3" / "pmdata_stress.jsonl")
     assert [r["id"] for r in zs] == [r["id"] for r in fs]
     assert all(a["prompt_sha256"] != b["prompt_sha256"] for a, b in zip(zs, fs, strict=True))
 
 
 def test_continuous_task_gets_numbers_and_text_tasks_get_text_scores(evaluated):
     _, results, out = evaluated
-    calories = read_jsonl(out / "predictions" / "zs" / "aw_fb_calories.jsonl")
+    calories = read_jsonl(out / "predictions" / "base" / "zs" / "aw_fb_calories.jsonl")
     assert all(isinstance(row["answer"], float) for row in calories)
     assert "mae" in results["zs"]["aw_fb_calories"]["model"]
     for key in ("medquad_answer", "dr_depression_explanation"):
@@ -102,9 +108,9 @@ def test_metrics_have_baselines_intervals_and_confusion(evaluated, all_records):
 
 def test_plots_are_written(evaluated):
     _, _, out = evaluated
-    points = json.loads((out / "plots" / "confusion" / "zs__pmdata_fatigue.json").read_text())
+    points = json.loads((out / "plots" / "base" / "confusion" / "zs__pmdata_fatigue.json").read_text())
     assert len(points) == 6 and set(points[0]) == {"actual", "predicted"}
-    png = (out / "plots" / "scores" / "fs-3__pmdata_stress.png").read_bytes()
+    png = (out / "plots" / "base" / "scores" / "fs-3__pmdata_stress.png").read_bytes()
     assert png.startswith(b"\x89PNG")
 
 
@@ -169,9 +175,15 @@ def test_generate_strategy_reports_invalid_rate_with_the_embedded_model(tmp_path
         }
     )
     results = evaluate(
-        params, pmdata_records, tmp_path / "p", tmp_path / "m.json", tmp_path / "plots", echo=lambda _: None
+        params,
+        False,
+        pmdata_records,
+        tmp_path / "p",
+        tmp_path / "m.json",
+        tmp_path / "plots",
+        echo=lambda _: None,
     )
-    rows = read_jsonl(tmp_path / "p" / "zs" / "pmdata_fatigue.jsonl")
+    rows = read_jsonl(tmp_path / "p" / "base" / "zs" / "pmdata_fatigue.jsonl")
     assert len(rows) == 2 and all("raw" in row for row in rows)
     rate = results["zs"]["pmdata_fatigue"]["invalid_rate"]
     assert rate == sum(row["answer"] is None for row in rows) / 2

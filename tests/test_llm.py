@@ -18,12 +18,12 @@ import psutil
 import pytest
 import yaml
 
-from healthslm.augment import augment, read_augmented, stated_label
+from healthslm.augment import augment, stated_label
 from healthslm.errors import HealthSLMError
 from healthslm.judge import judge
 from healthslm.params import Params
 from healthslm.tasks import BUILTIN_TASKS
-from healthslm.validate import validate_augmented
+from healthslm.validate_augmented import read_augmented, validate_augmented
 
 TASKS = {spec.key: spec for spec in BUILTIN_TASKS}
 SECRETS = {"OPENAI_API_KEY": "sk-test-0penai-SECRET", "HF_TOKEN": "hf_test_SECRET", "WANDB_API_KEY": "w" * 40}
@@ -212,10 +212,10 @@ def _predictions(tmp_path: Path, all_records: Path, count: int) -> Path:
         {"id": row["id"], "answer": answers[i % 2], "reference": row["output"][:600]}
         for i, row in enumerate(eval_rows)
     ]
-    folder = tmp_path / "predictions" / "zs"
+    folder = tmp_path / "predictions" / "base" / "zs"
     folder.mkdir(parents=True)
     (folder / "medquad_answer.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return folder.parent
+    return folder.parent.parent
 
 
 def test_judge_scores_strict_json_and_reasks_a_malformed_answer_once(all_records, tmp_path):

@@ -80,22 +80,60 @@ def repo(project: Path, tmp_path: Path, mirror_url: str) -> tuple[Path, dict]:
         env,
     )
     run(["dvc", "add", "-q", "data"], project, env)
+    run(["git", "add", "-A"], project, env)
+    run(["git", "commit", "-qm", "data"], project, env)  # DVCLive reads the git revision
     return project, env
+
+
+def undeclared_reads(project: Path, traces: Path) -> list[str]:
+    """Files a stage opened (HEALTHSLM_TRACE_READS) that are neither its deps nor its outs in dvc.yaml."""
+    root = Path(__file__).resolve().parents[1]
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    problems = []
+    for trace in sorted(traces.glob("*.json")):
+        name, _, item = trace.stem.partition("@")
+        entry = stages[name].get("do", stages[name])
+        allowed = [str(p if isinstance(p, str) else next(iter(p))).replace("${item}", item)
+                   for key in ("deps", "outs", "metrics", "plots") for p in entry.get(key, [])]  # fmt: skip
+        for opened in map(Path, json.loads(trace.read_text())):
+            if opened.is_relative_to(project):
+                relative = opened.relative_to(project).as_posix()
+            elif opened.is_relative_to(root / "src"):  # the installed package, read from this checkout
+                relative = opened.relative_to(root).as_posix()
+            else:
+                continue  # outside the project: Python, site-packages, the model cache
+            if relative.startswith((".dvc/", ".git/", "artifacts/checkpoints/", "wandb/")) or relative in (
+                "dvc.yaml",
+                "dvc.lock",
+                "params.yaml",
+                "data.dvc",
+            ):
+                continue  # DVC's and git's own files; train's resumable checkpoints and W&B's offline runs
+            if not any(relative == a or relative.startswith(a.rstrip("/") + "/") for a in allowed):
+                problems.append(f"{trace.stem} read {relative}")
+    return sorted(set(problems))
 
 
 def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_dir, browser):
     project, env = repo
-    first = run(["dvc", "repro"], project, env)
+    traces = project.parent / "reads"
+    first = run(["dvc", "repro"], project, {**env, "HEALTHSLM_TRACE_READS": str(traces)})
     per_dataset = {
         f"{stage}@{name}" for stage in ("prepare", "validate") for name in ("pmdata", "pubmedqa", "globem")
     }
-    assert _ran(first) == per_dataset | {"token_economy", "train", "evaluate", "report"} | NEW_STAGES
+    assert (
+        _ran(first)
+        == per_dataset | {"token_economy", "train", "evaluate", "evaluate_finetuned", "report"} | NEW_STAGES
+    )
+    assert undeclared_reads(project, traces) == []  # every file a stage read is a dep in dvc.yaml
     assert "globem: skipped, no globem_anxiety.csv" in first.stdout
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert metrics["zs"]["pmdata_fatigue"]["n"] == 3 and metrics["fs-3"]["pmdata_fatigue"]["n"] == 3
     assert 0 <= metrics["zs"]["pmdata_fatigue"]["model"]["accuracy"] <= 1
     assert metrics["efficiency"]["zs"]["params_m"] == pytest.approx(134.5, abs=0.5)
-    assert metrics["zs"]["pubmedqa_answer"]["n"] == 3 and metrics["ft"]["pmdata_fatigue"]["n"] == 3
+    finetuned = json.loads((project / "reports" / "metrics_ft.json").read_text())
+    assert metrics["zs"]["pubmedqa_answer"]["n"] == 3 and finetuned["ft"]["pmdata_fatigue"]["n"] == 3
+    assert "ft" not in metrics and metrics["efficiency"]["zs"]["peak_rss_scope"] == "work"
     assert json.loads((project / "reports" / "train" / "metrics.json").read_text())["final/steps"] == 2
     report = (project / "reports" / "report.md").read_text()
     assert "| zs | pmdata_readiness | mae ↓ | 3 |" in report and "| globem |" in report
@@ -153,6 +191,7 @@ def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_di
             "augment",
             "train",
             "evaluate",
+            "evaluate_finetuned",
             "judge",
             "report",
         }
@@ -165,11 +204,16 @@ def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_di
     run(["git", "add", "-A"], project, env)
     run(["git", "commit", "-qm", "baseline"], project, env)
     # Experiments up to `evaluate` (the stages after it are covered above, and cost time here).
-    tiny = ["dvc", "exp", "run", "evaluate", "-S", f"model={tiny_model_dir}", "-S", "eval.mode=[fs-5,ft]"]
+    # Zero-shot benchmarking of another model never trains.
+    zero_shot = ["dvc", "exp", "run", "evaluate", "-S", f"model={tiny_model_dir}", "-S", "eval.mode=[zs]"]
+    assert _ran(run([*zero_shot, "-n", "tiny-zs"], project, env)) == {"evaluate"}
+    tiny = ["dvc", "exp", "run", "evaluate", "evaluate_finetuned", "-S", f"model={tiny_model_dir}"]
+    tiny += ["-S", "eval.mode=[fs-5,ft]"]
     switched = run([*tiny, "-S", "train.lora.r=4", "-n", "tiny-lora"], project, env)
-    assert _ran(switched) == {"train", "evaluate"}
+    assert _ran(switched) == {"train", "evaluate", "evaluate_finetuned"}
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
-    assert metrics["efficiency"]["fs-5"]["params_m"] < 5 and set(metrics) == {"fs-5", "ft", "efficiency"}
+    assert metrics["efficiency"]["fs-5"]["params_m"] < 5 and set(metrics) == {"fs-5", "efficiency"}
+    assert set(json.loads((project / "reports" / "metrics_ft.json").read_text())) == {"ft", "efficiency"}
     run([*tiny, "-S", "train.method=qlora", "-S", "train.lora.r=8", "-n", "tiny-qlora"], project, env)
     table = json.dumps(json.loads(run(["dvc", "exp", "show", "--json"], project, env).stdout))
     assert "tiny-lora" in table and "tiny-qlora" in table and "final/trainable_params" in table

@@ -201,12 +201,37 @@ def test_fine_tuned_mode_evaluates_the_trained_model(tmp_path, pmdata_records, t
     )
     info = train(params, pmdata_records, tmp_path / "model", tmp_path / "ckpt", tmp_path / "live", echo=print)
     assert not (tmp_path / "model" / "merged").exists()  # adapter only: ft mode merges it on load
+    # The same run again (as after an eval.mode change that keeps ft): copied from the kept run, not trained.
+    lines: list[str] = []
+    again = train(
+        params, pmdata_records, tmp_path / "model", tmp_path / "ckpt", tmp_path / "live", echo=lines.append
+    )
+    assert again == info and lines == [
+        f"run {info['run']} was trained already ({tmp_path / 'ckpt' / info['run']}/final): "
+        "copying it, not training again"
+    ]
     out = tmp_path / "eval"
-    results = evaluate(params, pmdata_records, out / "pred", out / "m.json", out / "plots", echo=print)
+    results = evaluate(params, True, pmdata_records, out / "pred", out / "m.json", out / "plots", echo=print)
     assert info["prompt_format"] == "compact"
     assert results["ft"]["pmdata_fatigue"]["n"] == 3 and results["ft"]["pmdata_fatigue"]["invalid_rate"] == 0
-    prompt = json.loads((out / "pred" / "ft" / "pmdata_fatigue.jsonl").read_text().splitlines()[0])
+    prompt = json.loads(
+        (out / "pred" / "finetuned" / "ft" / "pmdata_fatigue.jsonl").read_text().splitlines()[0]
+    )
     assert prompt["answer"] in range(6)
+    assert results["efficiency"]["ft"]["peak_rss_scope"] == "work"
+
+    # Without ft in eval.mode nothing is trained, and the pretrained modes' stage never needs a model folder.
+    zero_shot = params.model_copy(
+        update={"eval": params.eval.model_copy(update={"mode": ["zs"], "finetuned": str(tmp_path / "none")})}
+    )
+    skipped = train(
+        zero_shot, pmdata_records, tmp_path / "none", tmp_path / "ckpt", tmp_path / "live0", echo=print
+    )
+    assert skipped == {"model": str(tiny_model_dir), "trained": False, "reason": "eval.mode has no ft"}
+    assert json.loads((tmp_path / "live0" / "metrics.json").read_text()) == {}
+    assert evaluate(zero_shot, True, pmdata_records, out / "p2", out / "m2.json", out / "plots2") == {
+        "efficiency": {}
+    }
 
 
 @pytest.mark.slow

@@ -15,18 +15,16 @@ from pathlib import Path
 
 import toon_format
 
-from healthslm.data.registry import all_tasks, get_dataset
+from healthslm.data.registry import all_tasks
 from healthslm.errors import HealthSLMError
 from healthslm.io import atomic_dir, write_json, write_jsonl, write_text
 from healthslm.llm import open_client, run_all
 from healthslm.params import AugmentParams, Params
-from healthslm.prepare import RECORDS_DIR, available_tasks, read_records
+from healthslm.paths import AUGMENT_CACHE, AUGMENT_SUMMARY, AUGMENTED_DIR, RECORDS_DIR
+from healthslm.prepare import available_tasks, read_records
 from healthslm.prompts import question
 from healthslm.tasks import TaskSpec
 
-AUGMENTED_DIR = Path("artifacts/augmented")
-CACHE_FILE = Path("artifacts/llm_cache/augment.jsonl")
-SUMMARY_FILE = Path("reports/augment.json")
 REJECTED_FILE = "rejected.jsonl"
 PROMPT_VERSION = "augment-v1"  # part of every request, hence of every cache key
 IMPORTED = {"provider": "gpt-3.5-turbo", "endpoint": "imported from the IMHI dataset"}
@@ -134,8 +132,8 @@ def augment(
     params: Params,
     records_dir: Path = RECORDS_DIR,
     out_dir: Path = AUGMENTED_DIR,
-    cache_file: Path = CACHE_FILE,
-    summary_file: Path = SUMMARY_FILE,
+    cache_file: Path = AUGMENT_CACHE,
+    summary_file: Path = AUGMENT_SUMMARY,
     echo=print,
 ) -> dict:
     settings = params.augment
@@ -204,21 +202,3 @@ def augment(
         f"kept {sum(summary['accepted'].values())}, rejected {len(rejected)}: {summary['rejected']}"
     )
     return summary
-
-
-def read_augmented(out_dir: Path = AUGMENTED_DIR) -> dict[str, list[dict]]:
-    """Augmented records per task key."""
-    from healthslm.io import read_jsonl
-
-    return {
-        f"{path.parent.name}_{path.name.split('.')[0]}": read_jsonl(path)
-        for path in sorted(out_dir.glob("*/*.train.jsonl"))
-    }
-
-
-def task_of(key: str, datasets: list[str]) -> TaskSpec:
-    for name in datasets:
-        for spec in get_dataset(name).tasks:
-            if spec.key == key:
-                return spec
-    raise HealthSLMError(f"no task {key} in data.datasets")

@@ -19,10 +19,11 @@ from healthslm.errors import HealthSLMError
 from healthslm.html import markdown_to_html
 from healthslm.io import atomic_dir, write_text
 from healthslm.metrics import LOWER_IS_BETTER
+from healthslm.paths import COMPARE_DIR, FT_METRICS_FILE, METRICS_FILE, TRAIN_REPORTS, TRAINING_FILE
 from healthslm.plots import pyplot, save_png
 
-COMPARE_DIR = Path("reports/compare")
-TRAINING_SUMMARY = "reports/train/training.json"
+TRAINING_SUMMARY = (TRAIN_REPORTS / TRAINING_FILE).as_posix()
+EVAL_METRICS = (METRICS_FILE.as_posix(), FT_METRICS_FILE.as_posix())  # the evaluate stages' metrics
 SYSTEMS = ("model", "majority", "classical")
 LOWER_IS_BETTER_WORDS = ("loss", "latency", "rss", "runtime", "disk_mb", "ttft")
 
@@ -88,7 +89,7 @@ def _delta(old, new) -> str:
 
 
 def task_table(diff: dict[str, dict]) -> list[str]:
-    """reports/metrics.json keys `<mode>.<task>.<system>.<metric>`: one row per mode, task and metric."""
+    """The evaluate stages' metrics, keys `<mode>.<task>.<system>.<metric>`: a row per mode, task, metric."""
     rows: dict[tuple[str, str, str], dict[str, dict]] = {}
     for key, change in diff.items():
         parts = key.split(".")
@@ -243,7 +244,7 @@ def compare(base_name: str | None, target_name: str | None, out_dir: Path = COMP
             "",
             "### Model vs baselines, per task",
             "",
-            *task_table(metrics.get("reports/metrics.json", {})),
+            *task_table({k: v for path in EVAL_METRICS for k, v in metrics.get(path, {}).items()}),
             "",
             "### Other metrics that changed",
             "",
@@ -251,7 +252,7 @@ def compare(base_name: str | None, target_name: str | None, out_dir: Path = COMP
         others = [
             line
             for path, diff in sorted(metrics.items())
-            if path != "reports/metrics.json"
+            if path not in EVAL_METRICS
             for line in other_metrics_table(path, diff, only_changed=True)
         ]
         lines += _merge_tables(others) or ["None."]

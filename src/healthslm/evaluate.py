@@ -1,17 +1,21 @@
-"""`healthslm evaluate`: every task in every mode (zero-shot, few-shot), beside baselines on the same split.
+"""Evaluation: every task in every mode of eval.mode, beside baselines on the same split.
+
+Two stages call it: `evaluate` runs the pretrained model's modes (zs, fs-k), never needing training;
+`evaluate_finetuned` runs the ft mode on the train stage's model. Each mode's efficiency is its own: latency,
+throughput and the peak memory of that mode's work (with the one model it used).
 
 Answer strategies: `score` (default) picks the answer with the highest likelihood (closed tasks) or decodes a
 constrained number (continuous tasks), so every example gets a valid answer; `generate` reproduces the
 seed's greedy decoding + regex parsing and reports its invalid-output rate. Open-ended tasks (MedQuAD, and
 the DR/Dreaddit explanations) are generated and scored as text (zero-shot only).
-Writes per-task predictions under artifacts/predictions/<mode>/, reports/metrics.json and reports/plots/.
+Writes per-task predictions under artifacts/predictions/<base|finetuned>/<mode>/, reports/metrics.json (or
+metrics_ft.json) and reports/plots/<base|finetuned>/.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import resource
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -23,7 +27,6 @@ from rich.progress import track
 
 from healthslm import metrics
 from healthslm.baselines import baseline_predictions
-from healthslm.errors import HealthSLMError
 from healthslm.generation import (
     Generated,
     NumberDecoder,
@@ -32,18 +35,15 @@ from healthslm.generation import (
     parse_answer,
 )
 from healthslm.io import atomic_dir, write_json, write_jsonl
-from healthslm.models.loader import load_model_and_tokenizer, model_location
-from healthslm.models.registry import ModelPreset, resolve_model
+from healthslm.models import finetuned as models
 from healthslm.params import Params
-from healthslm.plots import PLOTS_DIR, write_plots
-from healthslm.prepare import RECORDS_DIR, available_tasks, fewshot_path, read_records
+from healthslm.paths import PLOTS_DIR, PREDICTIONS_DIR, RECORDS_DIR, metrics_file, model_group
+from healthslm.plots import write_plots
+from healthslm.prepare import available_tasks, fewshot_path, read_records
 from healthslm.prompts import answer_continuation, build_context, shared_prefix
+from healthslm.resources import PeakMemory
 from healthslm.scoring import LabelScorer
 from healthslm.tasks import TaskSpec
-from healthslm.train import load_training_info
-
-PREDICTIONS_DIR = Path("artifacts/predictions")
-METRICS_FILE = Path("reports/metrics.json")
 
 
 @dataclass
@@ -178,7 +178,7 @@ def _disk_mb(location: str) -> float | None:
     return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6, 1)
 
 
-def efficiency(runner: Runner, wall: float, preset: ModelPreset) -> dict[str, float | None]:
+def efficiency(runner: Runner, wall: float, choice: models.ModelChoice, peak: PeakMemory) -> dict:
     lat = np.array(runner.latencies or [0.0])
     result = {
         "examples": len(runner.latencies),
@@ -187,55 +187,27 @@ def efficiency(runner: Runner, wall: float, preset: ModelPreset) -> dict[str, fl
         "latency_p95_s": round(float(np.percentile(lat, 95)), 4),
         "ttft_mean_s": round(float(np.mean(runner.ttfts)), 4) if runner.ttfts else None,
         "decode_tokens_per_s": round(float(np.mean(runner.decode_rates)), 2) if runner.decode_rates else None,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak.mb,
+        "peak_rss_scope": peak.scope,  # work: this mode's own peak (Linux); process: the process's
         "params_m": round(sum(p.numel() for p in runner.model.parameters()) / 1e6, 2),
-        "disk_mb": _disk_mb(model_location(preset)),
+        "disk_mb": _disk_mb(choice.location),
     }
     if torch.cuda.is_available():
         result["peak_vram_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return result
 
 
-def finetuned_model(params: Params) -> tuple[ModelPreset, str | None, str]:
-    """The `ft` mode's model: (preset, adapter folder or None, prompt format it was trained with).
-
-    `eval.finetuned` is the train stage's output (merged/ or adapter/ + training.json), a merged model folder,
-    or a PEFT adapter folder for params.yaml's model."""
-    base = resolve_model(params.model)
-    location = Path(params.eval.finetuned)
-    info = load_training_info(location) or {}
-    prompt_format = info.get("prompt_format", params.eval.prompt_format)
-    for folder in (location / "merged", location):
-        if (folder / "config.json").exists():
-            return base.model_copy(update={"local_path": str(folder), "gguf": None}), None, prompt_format
-    for folder in (location / "adapter", location):
-        if (folder / "adapter_config.json").exists():
-            return base, str(folder), prompt_format
-    raise HealthSLMError(
-        f"eval.finetuned: no model in {location}/ (run the train stage, or give a model or adapter folder)"
-    )
-
-
-def _make_runner(params: Params, mode: str) -> tuple[Runner, ModelPreset]:
-    if mode == "ft":
-        preset, adapter, prompt_format = finetuned_model(params)
-    else:
-        preset, adapter, prompt_format = resolve_model(params.model), None, params.eval.prompt_format
+def _make_runner(params: Params, choice: models.ModelChoice) -> Runner:
     torch.manual_seed(params.base.seed)
-    model, tokenizer = load_model_and_tokenizer(preset, dtype=torch.float32)
-    if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload().eval()
+    model, tokenizer = models.load(choice, dtype=torch.float32)
     if torch.cuda.is_available():
         model = model.to("cuda")
-    use_chat = (
-        params.eval.chat_template and preset.chat_template == "tokenizer" and bool(tokenizer.chat_template)
-    )
+    use_chat = models.use_chat_template(choice, tokenizer, params.eval.chat_template)
+    prompt_format = choice.prompt_format or params.eval.prompt_format
     # bf16 autocast measured slower than fp32 for prefill-bound scoring on this CPU, so "auto" means fp32.
     scorer = LabelScorer(model, tokenizer, autocast_bf16=params.eval.dtype == "bfloat16")
     numbers = NumberDecoder(model, tokenizer)
-    return Runner(params, model, tokenizer, use_chat, prompt_format, scorer, numbers), preset
+    return Runner(params, model, tokenizer, use_chat, prompt_format, scorer, numbers)
 
 
 def _run_mode(runner: Runner, mode: str, records_dir: Path, out: Path, plots_dir: Path, echo) -> dict:
@@ -266,26 +238,31 @@ def _run_mode(runner: Runner, mode: str, records_dir: Path, out: Path, plots_dir
 
 def evaluate(
     params: Params,
+    finetuned: bool = False,
     records_dir: Path = RECORDS_DIR,
-    out_dir: Path = PREDICTIONS_DIR,
-    metrics_file: Path = METRICS_FILE,
-    plots_dir: Path = PLOTS_DIR,
+    predictions_root: Path = PREDICTIONS_DIR,
+    metrics_out: Path | None = None,
+    plots_root: Path = PLOTS_DIR,
     echo=print,
 ) -> dict:
+    """The pretrained model's modes of eval.mode, or (finetuned) its ft mode; none gives an empty result."""
+    group = model_group("ft" if finetuned else "zs")
+    modes = [mode for mode in params.eval.mode if (mode == "ft") == finetuned]
+    plots_dir = plots_root / group
     results: dict = {"efficiency": {}}
     shutil.rmtree(plots_dir, ignore_errors=True)
-    runners: dict[bool, tuple[Runner, ModelPreset]] = {}
-    with atomic_dir(out_dir) as tmp:
-        for mode in params.eval.mode:
-            finetuned = mode == "ft"
-            if finetuned not in runners:  # the base model serves every zs/fs mode; ft loads its own
-                runners[finetuned] = _make_runner(params, mode)
-            runner, preset = runners[finetuned]
+    plots_dir.mkdir(parents=True)
+    with atomic_dir(predictions_root / group) as tmp:
+        if modes:
+            choice = models.finetuned(params) if finetuned else models.pretrained(params)
+            runner = _make_runner(params, choice)
+        for mode in modes:
             runner.latencies, runner.ttfts, runner.decode_rates = [], [], []
             started = time.perf_counter()
-            results[mode] = _run_mode(runner, mode, records_dir, tmp / mode, plots_dir, echo)
-            results["efficiency"][mode] = efficiency(runner, time.perf_counter() - started, preset)
-    write_json(metrics_file, results)
+            with PeakMemory() as peak:
+                results[mode] = _run_mode(runner, mode, records_dir, tmp / mode, plots_dir, echo)
+            results["efficiency"][mode] = efficiency(runner, time.perf_counter() - started, choice, peak)
+    write_json(metrics_out or metrics_file("ft" if finetuned else "zs"), results)
     return results
 
 

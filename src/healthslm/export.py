@@ -1,6 +1,7 @@
-"""`healthslm export` and `healthslm quantize`: the fine-tuned model as GGUF files for llama.cpp.
+"""`healthslm export` and `healthslm quantize`: the deployed model as GGUF files for llama.cpp.
 
-export: the train stage's merged model (or its adapter merged into the base model here) converted to
+export: the fine-tuned model (the train stage's merged model, or its adapter merged into the base model here;
+the pretrained model when nothing was trained, models/finetuned.py `deployed`) converted to
 artifacts/gguf/model-f16.gguf by llama.cpp's own converter (`convert_hf_to_gguf.py` with its `gguf-py`,
 taken from the llama-cpp-python sdist of the installed version; its pinned requirements are not installed).
 quantize --type T: that f16 file quantized by llama.cpp (through llama-cpp-python) to
@@ -22,11 +23,11 @@ from filelock import FileLock
 
 from healthslm.errors import HealthSLMError
 from healthslm.io import atomic_dir, atomic_path, write_json
+from healthslm.models import finetuned as models
 from healthslm.models.loader import cache_root
 from healthslm.params import Params
+from healthslm.paths import EXPORT_REPORTS, GGUF_DIR
 
-GGUF_DIR = Path("artifacts/gguf")
-EXPORT_REPORTS = Path("reports/export")
 FTYPES = {
     "f16": "LLAMA_FTYPE_MOSTLY_F16",
     "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
@@ -74,24 +75,6 @@ def _extract_converter(sdist: Path, dest: Path) -> None:
             if inner and inner.startswith(CONVERTER_PARTS) and (member.isfile() or member.isdir()):
                 member.name = inner
                 archive.extract(member, dest, filter="data")
-
-
-def finetuned_hf_folder(params: Params, workdir: Path) -> Path:
-    """The fine-tuned model as a Hugging Face folder (merged here if there is only an adapter)."""
-    from healthslm.evaluate import finetuned_model
-    from healthslm.models.loader import load_model_and_tokenizer, model_location
-
-    preset, adapter, _ = finetuned_model(params)
-    if adapter is None:
-        return Path(model_location(preset))
-    import torch
-    from peft import PeftModel
-
-    model, tokenizer = load_model_and_tokenizer(preset, dtype=torch.float32)
-    model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    model.save_pretrained(workdir)
-    tokenizer.save_pretrained(workdir)
-    return workdir
 
 
 def architecture(hf_folder: Path) -> str:
@@ -152,7 +135,7 @@ def gguf_facts(path: Path) -> dict:
 
 def export(params: Params, gguf_dir: Path = GGUF_DIR, echo=print) -> Path:
     with tempfile.TemporaryDirectory(prefix="healthslm-merged-") as workdir:
-        hf_folder = finetuned_hf_folder(params, Path(workdir))
+        hf_folder = models.save_merged(models.deployed(params), Path(workdir))
         echo(f"export: converting {hf_folder} ({architecture(hf_folder)}) to GGUF f16")
         out = convert(hf_folder, gguf_file("f16", gguf_dir))
     echo(f"export: wrote {out} ({gguf_facts(out)['size_mb']} MB)")

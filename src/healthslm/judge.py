@@ -18,12 +18,16 @@ from healthslm.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from healthslm.llm import Client, open_client, run_all
 from healthslm.metrics import mean_ci
 from healthslm.params import Params
-from healthslm.prepare import RECORDS_DIR, available_tasks, read_records
+from healthslm.paths import (
+    JUDGE_CACHE,
+    JUDGE_DIR,
+    JUDGE_SUMMARY,
+    PREDICTIONS_DIR,
+    RECORDS_DIR,
+    predictions_dir,
+)
+from healthslm.prepare import available_tasks, read_records
 
-PREDICTIONS_DIR = Path("artifacts/predictions")  # the evaluate stage's
-JUDGE_DIR = Path("artifacts/judge")
-CACHE_FILE = Path("artifacts/llm_cache/judge.jsonl")
-SUMMARY_FILE = Path("reports/judge.json")
 RUBRIC_VERSION = "judge-v1"
 CRITERIA = ("accuracy", "empathy", "clarity", "guidance", "safety", "helpfulness")
 Score = Field(ge=0, le=5)
@@ -107,13 +111,13 @@ def judge_one(client: Client, messages: list[dict], generation: dict) -> dict:
     return {"status": "ok", "attempts": attempts, "scores": judgement.model_dump()}
 
 
-def answers_to_judge(params: Params, predictions_dir: Path, records_dir: Path) -> list[tuple[str, str, list]]:
+def answers_to_judge(params: Params, predictions_root: Path, records_dir: Path) -> list[tuple]:
     """(mode, answer-set name, [(id, question, reference, answer)]) for every open-ended answer set."""
     sets = []
     for mode in [m for m in params.judge.modes if m in params.eval.mode]:  # modes evaluated this run
         for spec in available_tasks(params.data.datasets, records_dir):
             name = spec.key if spec.label_kind == "text" else f"{spec.key}_explanation"
-            path = predictions_dir / mode / f"{name}.jsonl"
+            path = predictions_dir(mode, predictions_root) / f"{name}.jsonl"
             if not path.exists():
                 continue
             questions = {r["id"]: r for r in read_records(records_dir, spec.dataset, spec.name, "eval")}
@@ -142,15 +146,15 @@ def criterion_stats(rows: list[dict], params: Params) -> dict:
 
 def judge(
     params: Params,
-    predictions_dir: Path = PREDICTIONS_DIR,
+    predictions_root: Path = PREDICTIONS_DIR,
     records_dir: Path = RECORDS_DIR,
     out_dir: Path = JUDGE_DIR,
-    cache_file: Path = CACHE_FILE,
-    summary_file: Path = SUMMARY_FILE,
+    cache_file: Path = JUDGE_CACHE,
+    summary_file: Path = JUDGE_SUMMARY,
     echo=print,
 ) -> dict:
     settings = params.judge
-    answer_sets = answers_to_judge(params, predictions_dir, records_dir)
+    answer_sets = answers_to_judge(params, predictions_root, records_dir)
     generation = settings.generation() | {
         "response_format": response_format(local=settings.endpoint.base_url is None)
     }

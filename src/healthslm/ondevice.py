@@ -13,7 +13,6 @@ Writes reports/ondevice.json and reports/ondevice/speed_vs_accuracy.png.
 from __future__ import annotations
 
 import multiprocessing
-import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -22,16 +21,18 @@ import numpy as np
 
 from healthslm import metrics
 from healthslm.errors import HealthSLMError
-from healthslm.export import GGUF_DIR, gguf_facts, gguf_file
+from healthslm.export import gguf_facts, gguf_file
 from healthslm.io import read_jsonl, write_json
+from healthslm.models import finetuned as models
 from healthslm.params import Params
-from healthslm.prepare import RECORDS_DIR, available_tasks, read_records
+from healthslm.paths import GGUF_DIR, ONDEVICE_FIGURE, ONDEVICE_FILE, RECORDS_DIR, predictions_dir
+from healthslm.prepare import available_tasks, read_records
 from healthslm.prompts import answer_continuation, build_context
+from healthslm.resources import peak_rss_mb
 from healthslm.tasks import TaskSpec
 
-ONDEVICE_FILE = Path("reports/ondevice.json")
-FIGURE_FILE = Path("reports/ondevice/speed_vs_accuracy.png")
-FT_PREDICTIONS = Path("artifacts/predictions/ft")
+FT_PREDICTIONS = predictions_dir("ft")
+
 COPY_BYTES = 512 * 2**20
 
 
@@ -62,17 +63,6 @@ def _timing(first_token, next_token, prompts: list[list[int]], new_tokens: int) 
             token = next_token(token)
         rates.append((new_tokens - 1) / (time.perf_counter() - start))
     return {"ttft_s": round(float(np.mean(ttfts)), 4), "decode_tokens_per_s": round(float(np.mean(rates)), 2)}
-
-
-def _peak_rss_mb() -> float:
-    """This process's own peak RSS. Linux carries ru_maxrss over fork and exec (a spawned worker would report
-    its parent's), while VmHWM belongs to the process's own memory map."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def gguf_worker(path: str, prompts, scoring, new_tokens: int, n_threads: int, n_ctx: int) -> dict:
@@ -107,23 +97,16 @@ def gguf_worker(path: str, prompts, scoring, new_tokens: int, n_threads: int, n_
                 total += float(_log_softmax(logits_after([previous]))[token])
             example.append(total)
         scores.append(example)
-    return {"load_s": round(load_s, 3), **timing, "peak_rss_mb": _peak_rss_mb(), "scores": scores}
+    return {"load_s": round(load_s, 3), **timing, "peak_rss_mb": peak_rss_mb(), "scores": scores}
 
 
 def hf_worker(params: Params, prompts, new_tokens: int, n_threads: int) -> dict:
     import torch
 
-    from healthslm.evaluate import finetuned_model
-    from healthslm.models.loader import load_model_and_tokenizer, model_location
-
     torch.set_num_threads(n_threads)
-    preset, adapter, _ = finetuned_model(params)
+    choice = models.deployed(params)
     start = time.perf_counter()
-    model, _ = load_model_and_tokenizer(preset, dtype=torch.float32)
-    if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload().eval()
+    model, _ = models.load(choice, dtype=torch.float32)
     load_s = time.perf_counter() - start
     state: dict = {}
 
@@ -137,7 +120,7 @@ def hf_worker(params: Params, prompts, new_tokens: int, n_threads: int) -> dict:
         lambda ids: step(ids, None), lambda token: step([token], state["cache"]), prompts, new_tokens
     )
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    folder = Path(model_location(preset))
+    folder = Path(choice.location)
     return {
         "engine": "transformers fp32",
         "file": folder.as_posix(),
@@ -145,7 +128,7 @@ def hf_worker(params: Params, prompts, new_tokens: int, n_threads: int) -> dict:
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
         "load_s": round(load_s, 3),
         **timing,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -160,17 +143,17 @@ def _in_process(function, *args):
         return pool.submit(function, *args).result()
 
 
-def closed_task_items(params: Params, records_dir: Path, predictions_dir: Path, tokenizer, use_chat: bool):
+def closed_task_items(
+    params: Params, records_dir: Path, ft_dir: Path, tokenizer, use_chat: bool, prompt_format: str
+):
     """[(spec, ft prediction rows, [(context ids, [continuation ids])])] per closed task, as the HF scorer
     tokenizes them. Without ft predictions (ft not in eval.mode): the first eval records, rows empty."""
-    from healthslm.evaluate import finetuned_model
     from healthslm.scoring import LabelScorer
 
-    _, _, prompt_format = finetuned_model(params)
     scorer = LabelScorer(None, tokenizer)
     out = []
     for spec in [s for s in available_tasks(params.data.datasets, records_dir) if s.closed]:
-        path = predictions_dir / f"{spec.key}.jsonl"
+        path = ft_dir / f"{spec.key}.jsonl"
         records = read_records(records_dir, spec.dataset, spec.name, "eval")
         rows = read_jsonl(path) if path.exists() else []
         by_id = {r["id"]: r for r in records}
@@ -195,24 +178,22 @@ def ondevice(
     params: Params,
     gguf_dir: Path = GGUF_DIR,
     records_dir: Path = RECORDS_DIR,
-    predictions_dir: Path = FT_PREDICTIONS,
+    ft_dir: Path = FT_PREDICTIONS,
     out_file: Path = ONDEVICE_FILE,
-    figure_file: Path = FIGURE_FILE,
+    figure_file: Path = ONDEVICE_FIGURE,
     echo=print,
 ) -> dict:
     import os
 
     from transformers import AutoTokenizer
 
-    from healthslm.evaluate import finetuned_model
-    from healthslm.models.loader import model_location
-
     settings = params.export
     threads = settings.n_threads or os.cpu_count() or 1
-    preset, _, _ = finetuned_model(params)
-    tokenizer = AutoTokenizer.from_pretrained(model_location(preset))
-    use_chat = params.eval.chat_template and bool(tokenizer.chat_template)
-    items = closed_task_items(params, records_dir, predictions_dir, tokenizer, use_chat)
+    choice = models.deployed(params)
+    tokenizer = AutoTokenizer.from_pretrained(choice.location)
+    use_chat = models.use_chat_template(choice, tokenizer, params.eval.chat_template)
+    prompt_format = choice.prompt_format or params.eval.prompt_format
+    items = closed_task_items(params, records_dir, ft_dir, tokenizer, use_chat, prompt_format)
     prompts = [ctx for group in zip(*(i for _, _, i in items), strict=False) for ctx, _ in group]
     prompts = prompts[: settings.bench_prompts]
     tasks = [task for task in items if task[1]]  # accuracy kept: tasks with ft predictions

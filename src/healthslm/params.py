@@ -189,13 +189,15 @@ def _describe(error: dict) -> str:
     return f"{key}: {error['msg']}{shown}"
 
 
-def parse_params(raw: object, source: str = str(PARAMS_FILE)) -> Params:
+def parse_params(raw: object, source: str = str(PARAMS_FILE), datasets: bool = True) -> Params:
+    """The validated params; `datasets` also checks data.datasets, importing the plug-ins of data.plugins."""
     try:
         params = Params.model_validate(raw if raw is not None else {})
     except ValidationError as exc:
         problems = "; ".join(_describe(e) for e in exc.errors(include_url=False))
         raise HealthSLMError(f"{source}: {problems}") from None
-    _check_datasets(params, source)
+    if datasets:
+        _check_datasets(params, source)
     return params
 
 
@@ -210,7 +212,7 @@ def _check_datasets(params: Params, source: str) -> None:
         )
 
 
-def load_params(path: Path = PARAMS_FILE) -> Params:
+def load_params(path: Path = PARAMS_FILE, datasets: bool = True) -> Params:
     path = Path(path)
     if not path.exists():
         raise HealthSLMError(f"{path}: not found; run from the project root (where dvc.yaml is)")
@@ -218,4 +220,4 @@ def load_params(path: Path = PARAMS_FILE) -> Params:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise HealthSLMError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
-    return parse_params(raw, str(path))
+    return parse_params(raw, str(path), datasets)

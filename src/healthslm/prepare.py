@@ -14,10 +14,8 @@ import toon_format
 from healthslm.data.registry import DatasetSpec, get_dataset
 from healthslm.io import atomic_dir, read_jsonl, write_json, write_jsonl, write_text
 from healthslm.params import Params
+from healthslm.paths import RECORDS_DIR, SKIPPED_FILE
 from healthslm.tasks import TaskSpec
-
-RECORDS_DIR = Path("artifacts/records")
-SKIPPED_FILE = "skipped.json"
 
 
 def records_path(out_dir: Path, dataset: str, task: str, split: str, suffix: str = "jsonl") -> Path:

@@ -11,23 +11,34 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from healthslm.data.fetch import load_sources
 from healthslm.data.registry import all_tasks, get_dataset
-from healthslm.evaluate import METRICS_FILE
 from healthslm.html import markdown_to_html
 from healthslm.io import write_text
 from healthslm.metrics import LOWER_IS_BETTER
 from healthslm.models.registry import resolve_model
 from healthslm.params import Params
-from healthslm.plots import PLOTS_DIR, pyplot, save_png
+from healthslm.paths import (
+    AUGMENT_SUMMARY,
+    AUGMENT_VALIDATION,
+    DOCS_DIR,
+    FIGURES_DIR,
+    FT_METRICS_FILE,
+    JUDGE_SUMMARY,
+    METRICS_FILE,
+    ONDEVICE_FILE,
+    PLOTS_DIR,
+    REPORT_FILE,
+    TOKENS_FILE,
+    TRAIN_CURVES_DIR,
+    TRAIN_REPORTS,
+    TRAINING_FILE,
+)
+from healthslm.paths import VALIDATION_DIR as SUMMARY_DIR
+from healthslm.plots import pyplot, save_png
 from healthslm.tasks import TaskSpec
-from healthslm.token_economy import TOKENS_FILE
-from healthslm.validate import DOCS_DIR, SUMMARY_DIR
 
-REPORT_FILE = Path("reports/report.md")
-HTML_FILE = Path("reports/report.html")
-FIGURES_DIR = Path("reports/figures")
-TRAIN_CURVES_DIR = Path("reports/train/plots/metrics")
-TRAINING_SUMMARY = Path("reports/train/training.json")
+TRAINING_SUMMARY = TRAIN_REPORTS / TRAINING_FILE
 PAPER_COLUMNS = {
     "pmdata_stress": "STRS",
     "pmdata_readiness": "READ",
@@ -255,7 +266,7 @@ def efficiency_table(efficiency: dict) -> list[str]:
 
 
 def plot_gallery(plots_dir: Path) -> list[str]:
-    images = sorted((plots_dir / "scores").glob("*.png"))
+    images = sorted(plots_dir.glob("*/scores/*.png"))
     return [f"![{image.stem}]({image.relative_to(REPORT_FILE.parent)})" for image in images]
 
 
@@ -336,8 +347,6 @@ def token_table(tokens: dict) -> list[str]:
 
 
 def data_section(validations: dict[str, dict]) -> list[str]:
-    from healthslm.data.fetch import load_sources
-
     sources = load_sources()
     lines = [
         "| dataset | source | license | record sets | rows (train / eval) | gate | leakage (eval in train) "
@@ -489,15 +498,25 @@ def render(
 
 
 OPTIONAL_INPUTS = {
-    "augmentation": Path("reports/augment.json"),
-    "augmentation_validation": Path("reports/augment_validation.json"),
-    "judge": Path("reports/judge.json"),
-    "ondevice": Path("reports/ondevice.json"),
+    "augmentation": AUGMENT_SUMMARY,
+    "augmentation_validation": AUGMENT_VALIDATION,
+    "judge": JUDGE_SUMMARY,
+    "ondevice": ONDEVICE_FILE,
 }
 
 
 def _read_optional(path: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def merged_metrics(files: tuple[Path, ...]) -> dict:
+    """The evaluate stages' metrics (pretrained modes, ft) as one `{mode: ..., "efficiency": {mode: ...}}`."""
+    merged: dict = {"efficiency": {}}
+    for path in files:
+        part = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        merged["efficiency"] |= part.pop("efficiency", {})
+        merged |= part
+    return merged
 
 
 def read_validations(params: Params, summary_dir: Path = SUMMARY_DIR) -> dict[str, dict]:
@@ -509,16 +528,18 @@ def read_validations(params: Params, summary_dir: Path = SUMMARY_DIR) -> dict[st
 
 def report(
     params: Params,
-    metrics_file: Path = METRICS_FILE,
+    metrics_files: tuple[Path, ...] = (METRICS_FILE, FT_METRICS_FILE),
     summary_dir: Path = SUMMARY_DIR,
     tokens_file: Path = TOKENS_FILE,
     training_file: Path = TRAINING_SUMMARY,
     out_file: Path = REPORT_FILE,
     echo=print,
 ) -> None:
-    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    metrics = merged_metrics(metrics_files)
     tokens = json.loads(tokens_file.read_text(encoding="utf-8"))
     training = json.loads(training_file.read_text(encoding="utf-8")) if training_file.exists() else None
+    if training and training.get("trained") is False:  # no ft mode: nothing was trained
+        training = None
     validations = read_validations(params, summary_dir)
     figures_dir = out_file.parent / FIGURES_DIR.name
     shutil.rmtree(figures_dir, ignore_errors=True)

@@ -9,10 +9,10 @@ import numpy as np
 from healthslm.data.registry import get_dataset
 from healthslm.io import write_json
 from healthslm.params import Params
-from healthslm.prepare import RECORDS_DIR, SKIPPED_FILE, read_records
+from healthslm.paths import RECORDS_DIR, SKIPPED_FILE, TOKENS_FILE
+from healthslm.prepare import read_records
 from healthslm.prompts import question
 
-TOKENS_FILE = Path("reports/token_economy.json")
 FORMATS = ("seed", "compact")
 
 

@@ -6,7 +6,10 @@ tokens only. The model's recipe (models/presets/<model>.yaml) sets rank, learnin
 params.yaml `train:` overrides any field.
 
 Checkpoints go to artifacts/checkpoints/<run>/ every `train.save_steps` steps. That folder is not a DVC
-output, so it survives a killed stage, and re-running the stage resumes from its last complete checkpoint.
+output, so it survives a killed stage, and re-running the stage resumes from its last complete checkpoint;
+a finished run stays there (the latest only), so a re-run with the same run key copies it instead of training.
+Without `ft` in eval.mode nothing is trained: artifacts/model/training.json says so, and the stages after it
+use the pretrained model.
 Writes artifacts/model/ (adapter/, merged/, training.json) and reports/train/ (DVCLive metrics and plots),
 and logs the run to W&B: offline under ./wandb/ unless `train.wandb.online` is set and WANDB_API_KEY exists.
 """
@@ -18,7 +21,6 @@ import hashlib
 import json
 import os
 import random
-import resource
 import shutil
 import sys
 import time
@@ -27,22 +29,26 @@ from pathlib import Path
 import torch
 from dvclive.utils import standardize_metric_name
 from transformers import TrainerCallback
-from transformers.integrations import DVCLiveCallback
 
 from healthslm.errors import HealthSLMError
 from healthslm.io import atomic_dir, write_json
+from healthslm.models import finetuned as models
 from healthslm.models.loader import load_model_and_tokenizer
 from healthslm.models.registry import ModelPreset, Recipe, effective_recipe, resolve_model
 from healthslm.params import Params
-from healthslm.prepare import RECORDS_DIR, available_tasks, read_records
+from healthslm.paths import (
+    CHECKPOINTS_DIR,
+    MODEL_DIR,
+    RECORDS_DIR,
+    TRAIN_CURVES_DIR,
+    TRAIN_REPORTS,
+    TRAINING_FILE,
+    WANDB_ROOT,
+)
+from healthslm.prepare import available_tasks, read_records
 from healthslm.prompts import build_context
+from healthslm.resources import peak_rss_mb
 from healthslm.tasks import TaskSpec
-
-MODEL_DIR = Path("artifacts/model")
-CHECKPOINTS_DIR = Path("artifacts/checkpoints")
-LIVE_DIR = Path("reports/train")
-TRAINING_FILE = "training.json"
-WANDB_ROOT = Path("wandb")
 
 
 def completion(record: dict, spec: TaskSpec) -> str:
@@ -136,45 +142,51 @@ def rewind_live(live_dir: Path, step: int) -> None:
 
 
 def stage_live(live_dir: Path, resume: bool):
-    """DVCLive writing metrics and plots only, for a DVC stage that declares them itself: no dvc.yaml
-    edits, no experiment refs, and no git look-ups (DVCLive 3.49's fail in a repository without commits)."""
+    """DVCLive (public API) writing metrics and plots only: the stage declares them in dvc.yaml itself, so
+    no dvc.yaml of its own, no experiment refs, no report."""
     from dvclive import Live
+    from scmrepo.exceptions import SCMError
 
-    class StageLive(Live):
-        def _init_dvc(self) -> None:
-            pass
+    try:
+        return Live(dir=str(live_dir), resume=resume, dvcyaml=None, save_dvc_exp=False, report=None)
+    except SCMError as exc:  # DVCLive reads the git revision: a repository without commits has none
+        raise HealthSLMError(
+            f"DVCLive cannot log here ({exc}): commit once (git commit), run again"
+        ) from None
 
-    return StageLive(dir=str(live_dir), resume=resume, dvcyaml=False, save_dvc_exp=False)
 
+class LiveCallback(TrainerCallback):
+    """The Trainer's logs into DVCLive, keyed by the optimizer step (a resumed run continues its curves),
+    plus training tokens/s. Params are not logged here: DVC records params.yaml itself."""
 
-class StepLiveCallback(DVCLiveCallback):
-    """DVCLive keyed by the optimizer step (a resumed run continues its curves), plus training tokens/s.
-
-    Params are not logged here: DVC records params.yaml itself."""
-
-    def setup(self, args, state, model) -> None:
-        self._initialized = True
-
-    tokens = 0  # non-padding tokens trained on in this process (TRL's `num_tokens` restarts on resume)
-    seconds = 0.0
+    def __init__(self, live) -> None:
+        self.live = live
+        self.tokens = 0  # non-padding tokens trained in this process (TRL's `num_tokens` restarts on resume)
+        self.seconds = 0.0
 
     def on_train_begin(self, args, state, control, **kwargs) -> None:
         self._began = self._last = time.perf_counter()
-        super().on_train_begin(args, state, control, **kwargs)
 
-    def on_log(self, args, state, control, model=None, logs=None, **kwargs) -> None:
-        if logs and "num_tokens" in logs:
+    def on_log(self, args, state, control, logs=None, **kwargs) -> None:
+        if not logs:
+            return
+        if "num_tokens" in logs:
             now = time.perf_counter()
             logs["tokens_per_s"] = round((logs["num_tokens"] - self.tokens) / (now - self._last), 2)
             self.tokens, self.seconds, self._last = int(logs["num_tokens"]), now - self._began, now
-        if self.live is None or not state.is_world_process_zero:
+        if not state.is_world_process_zero:
             return
         self.live.step = state.global_step
-        if "train_runtime" in logs:  # the end-of-run summary: metrics, not curves
-            for key, value in logs.items():
-                self.live.log_metric(standardize_metric_name(key, "dvclive.huggingface"), value, plot=False)
-            return
-        super().on_log(args, state, control, model=model, logs=logs, **kwargs)
+        curve = "train_runtime" not in logs  # the end-of-run summary: metrics, not curves
+        for key, value in logs.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                self.live.log_metric(standardize_metric_name(key, "dvclive.huggingface"), value, plot=curve)
+        if curve:
+            self.live.next_step()
+
+    def on_train_end(self, args, state, control, **kwargs) -> None:
+        if state.is_world_process_zero:
+            self.live.end()
 
 
 def wandb_callback(params: Params, run_name: str, config: dict) -> TrainerCallback | None:
@@ -259,41 +271,80 @@ def sft_config(params: Params, recipe: Recipe, bf16: bool, run_dir: Path):
     )
 
 
-def merge_adapter(preset: ModelPreset, adapter_dir: Path, out_dir: Path) -> None:
-    """The adapter folded into the (unquantized) base weights: a plain model for evaluation and export."""
-    from peft import PeftModel
-
-    base, tokenizer = load_model_and_tokenizer(preset, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-    merged.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-
-
-def _peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
 def train(
     params: Params,
     records_dir: Path = RECORDS_DIR,
     model_dir: Path = MODEL_DIR,
     checkpoints_dir: Path = CHECKPOINTS_DIR,
-    live_dir: Path = LIVE_DIR,
+    live_dir: Path = TRAIN_REPORTS,
     echo=print,
 ) -> dict:
-    from datasets import Dataset
-    from trl import SFTTrainer
-
+    if "ft" not in params.eval.mode:
+        return _not_trained(params, model_dir, live_dir, echo)
     preset = resolve_model(params.model)
     recipe = effective_recipe(preset, params.train.recipe_overrides())
     bf16 = use_bf16(params.train.dtype)
     torch.manual_seed(params.base.seed)
     model, tokenizer = load_for_training(preset, params.train.method, bf16)
-    use_chat = preset.chat_template == "tokenizer" and bool(tokenizer.chat_template)
+    use_chat = models.use_chat_template(models.ModelChoice(preset), tokenizer)
     examples, counts = training_examples(params, tokenizer, use_chat, recipe.max_length, records_dir)
 
     key = run_key(params, recipe, bf16, examples)
     run_dir = checkpoints_dir / key
+    if (run_dir / "final" / TRAINING_FILE).exists():
+        echo(f"run {key} was trained already ({run_dir}/final): copying it, not training again")
+        return _publish(run_dir, model_dir, live_dir)
+    training = _fit(
+        params, preset, recipe, bf16, (model, tokenizer, use_chat), (examples, counts), run_dir, echo
+    )
+    if not training:  # not rank 0
+        return {}
+    for other in checkpoints_dir.iterdir():  # the finished run stays (for a re-run); older runs go
+        if other != run_dir:
+            shutil.rmtree(other, ignore_errors=True)
+    return _publish(run_dir, model_dir, live_dir)
+
+
+def _not_trained(params: Params, model_dir: Path, live_dir: Path, echo) -> dict:
+    """No ft mode: record that nothing was trained (export and on-device then use the pretrained model)."""
+    info = {"model": params.model, "trained": False, "reason": "eval.mode has no ft"}
+    with atomic_dir(model_dir) as tmp:
+        write_json(tmp / TRAINING_FILE, info)
+    with atomic_dir(live_dir) as tmp:
+        write_json(tmp / TRAINING_FILE, info)
+        write_json(tmp / "metrics.json", {})
+        (tmp / TRAIN_CURVES_DIR.relative_to(TRAIN_REPORTS)).mkdir(parents=True)
+    echo("train: eval.mode has no ft, nothing to train")
+    return info
+
+
+def _publish(run_dir: Path, model_dir: Path, live_dir: Path) -> dict:
+    """Copy a finished run into the stage's outputs (the run stays for a re-run with the same key)."""
+    with atomic_dir(model_dir) as tmp:
+        shutil.copytree(run_dir / "final", tmp, dirs_exist_ok=True)
+    training = json.loads((run_dir / "final" / TRAINING_FILE).read_text())
+    with atomic_dir(live_dir) as tmp:
+        shutil.copytree(run_dir / "dvclive", tmp, dirs_exist_ok=True)
+        write_json(tmp / TRAINING_FILE, training)
+    return training
+
+
+def _fit(
+    params: Params,
+    preset: ModelPreset,
+    recipe: Recipe,
+    bf16: bool,
+    loaded: tuple,
+    data: tuple,
+    run_dir: Path,
+    echo,
+) -> dict:
+    """Train (resuming from the run's last complete checkpoint) into run_dir/final/ and run_dir/dvclive/."""
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    (model, tokenizer, use_chat), (examples, counts), key = loaded, data, run_dir.name
+
     resume = last_complete_checkpoint(run_dir) if run_dir.exists() else None
     resumed_step = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
     if resume:
@@ -317,7 +368,7 @@ def train(
     callbacks: list[TrainerCallback] = []
     if is_main:
         live = stage_live(run_dir / "dvclive", resume=bool(resume))
-        live_callback = StepLiveCallback(live=live)
+        live_callback = LiveCallback(live)
         callbacks.append(live_callback)
         if wandb := wandb_callback(params, f"train-{key}", config):
             callbacks.append(wandb)
@@ -347,7 +398,7 @@ def train(
         "train_loss": round(result.training_loss, 4),
         "tokens_per_s": round(live_callback.tokens / max(live_callback.seconds, 1e-9), 1),
         "runtime_s": round(runtime, 1),
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "bf16": bf16,
         "base_weights": "nf4" if params.train.method == "qlora" else "float32",
@@ -359,7 +410,7 @@ def train(
         summary["wandb"] = run
 
     if params.train.method != "full" and params.train.merge:
-        merge_adapter(preset, weights, final / "merged")
+        models.save_merged(models.ModelChoice(preset, str(weights)), final / "merged")
     training = {
         "model": params.model,
         "prompt_format": params.train.prompt_format,
@@ -369,14 +420,9 @@ def train(
         "run": key,
         **summary,
     }
-    write_json(final / TRAINING_FILE, training)
-    with atomic_dir(model_dir) as tmp:
-        for item in final.iterdir():
-            shutil.move(str(item), tmp / item.name)
-    with atomic_dir(live_dir) as tmp:
-        shutil.copytree(run_dir / "dvclive", tmp, dirs_exist_ok=True)
-        write_json(tmp / TRAINING_FILE, training)
-    shutil.rmtree(run_dir, ignore_errors=True)  # done: nothing left to resume
+    for checkpoint in run_dir.glob("checkpoint-*"):  # done: nothing left to resume
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    write_json(final / TRAINING_FILE, training)  # last: its presence marks the run finished
     return training
 
 
@@ -390,8 +436,3 @@ def _finish_wandb(summary: dict, project: str) -> dict | None:
     run.summary.update(summary)
     wandb.finish()
     return info
-
-
-def load_training_info(model_dir: Path) -> dict | None:
-    path = Path(model_dir) / TRAINING_FILE
-    return json.loads(path.read_text()) if path.exists() else None

@@ -20,11 +20,11 @@ from healthslm.errors import HealthSLMError
 from healthslm.io import write_json
 from healthslm.leakage import find_leaks
 from healthslm.params import Params
-from healthslm.prepare import RECORDS_DIR, SKIPPED_FILE, read_records, split_names
+from healthslm.paths import DOCS_DIR, RECORDS_DIR, SKIPPED_FILE
+from healthslm.paths import VALIDATION_DIR as SUMMARY_DIR
+from healthslm.prepare import read_records, split_names
 from healthslm.tasks import TaskSpec
 
-DOCS_DIR = Path("reports/data_docs")
-SUMMARY_DIR = Path("reports/validation")
 MIN_ROWS = 10
 
 
@@ -56,7 +56,7 @@ def build_suite(gx, spec: TaskSpec, split: str, params: Params):
     return suite
 
 
-def _failure_lines(name: str, result) -> list[str]:
+def failure_lines(name: str, result) -> list[str]:
     lines = []
     for outcome in result.results:
         if outcome.success:
@@ -82,7 +82,7 @@ def _docs_site(docs_dir: Path) -> dict:
     }
 
 
-def _context(docs_dir: Path):
+def gx_context(docs_dir: Path):
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -94,7 +94,7 @@ def _context(docs_dir: Path):
     return gx, context
 
 
-def _run(gx, context, source, suite, frame: pd.DataFrame):
+def run_suite(gx, context, source, suite, frame: pd.DataFrame):
     """Validate one DataFrame against one suite (registered in the ephemeral context for Data Docs)."""
     batch = source.add_dataframe_asset(suite.name).add_batch_definition_whole_dataframe("all")
     suite = context.suites.add(suite)
@@ -132,7 +132,7 @@ def validate(
         )
         echo(reason)
         return {}
-    gx, context = _context(docs_dir)
+    gx, context = gx_context(docs_dir)
     source = context.data_sources.add_pandas(dataset)
     suites, leakage, failures = {}, {}, []
     for name, (frame, checks) in (
@@ -141,24 +141,24 @@ def validate(
         suite = gx.ExpectationSuite(name=f"raw.{name}")
         for expectation, kwargs in checks:
             suite.add_expectation(getattr(gx.expectations, expectation)(**kwargs))
-        outcome = _run(gx, context, source, suite, frame)
+        outcome = run_suite(gx, context, source, suite, frame)
         suites[suite.name] = {
             "rows": len(frame),
             "success": bool(outcome.success),
             "expectations": len(checks),
         }
-        failures += _failure_lines(f"{dataset} raw {name}", outcome)
+        failures += failure_lines(f"{dataset} raw {name}", outcome)
     for task in spec.tasks:
         for split in split_names(records_dir, dataset, task.name):
             name = f"{task.key}.{split}"
             frame = pd.DataFrame(read_records(records_dir, dataset, task.name, split))
-            result = _run(gx, context, source, build_suite(gx, task, split, params), frame)
+            result = run_suite(gx, context, source, build_suite(gx, task, split, params), frame)
             suites[name] = {
                 "rows": len(frame),
                 "success": bool(result.success),
                 "expectations": len(result.results),
             }
-            failures += _failure_lines(name, result)
+            failures += failure_lines(name, result)
         leakage[task.key] = _leakage(task, records_dir, params)
         if leakage[task.key]["rate"] > params.validate_.max_leakage:
             failures.append(
@@ -179,64 +179,4 @@ def validate(
     echo(f"{dataset}: {len(suites)} record sets validated; Data Docs: {docs_dir / 'index.html'}")
     if failures:
         raise HealthSLMError(f"validation of {dataset} failed:\n  " + "\n  ".join(failures))
-    return suites
-
-
-AUGMENTED_FIELDS = (*RECORD_FIELDS, "record_id", "stated_label", "augmentation")
-
-
-def augmented_suite(gx, spec: TaskSpec, params: Params):
-    expect, bounds = gx.expectations, params.augment
-    suite = gx.ExpectationSuite(name=f"augmented.{spec.key}")
-    expectations = [
-        expect.ExpectTableColumnsToMatchSet(column_set=list(AUGMENTED_FIELDS), exact_match=True),
-        expect.ExpectColumnValuesToBeUnique(column="id"),
-        expect.ExpectColumnValuesToNotBeNull(column="output"),
-        expect.ExpectColumnValuesToNotBeNull(column="augmentation"),
-        expect.ExpectColumnValuesToBeInSet(column="split", value_set=["train"]),
-        expect.ExpectColumnValueLengthsToBeBetween(
-            column="output", min_value=bounds.min_chars, max_value=bounds.max_chars
-        ),
-    ]
-    if spec.closed:
-        expectations += [
-            expect.ExpectColumnValuesToNotBeNull(column="stated_label"),
-            expect.ExpectColumnPairValuesToBeEqual(column_A="stated_label", column_B="label"),
-        ]
-    for expectation in expectations:
-        suite.add_expectation(expectation)
-    return suite
-
-
-def validate_augmented(
-    params: Params,
-    augmented_dir: Path | None = None,
-    docs_dir: Path = DOCS_DIR / "augmented",
-    summary_file: Path = Path("reports/augment_validation.json"),
-    echo=print,
-) -> dict:
-    """The gate over artifacts/augmented/: non-empty, within length bounds, stated label = gold."""
-    from healthslm.augment import AUGMENTED_DIR, read_augmented, task_of
-
-    shutil.rmtree(docs_dir, ignore_errors=True)
-    docs_dir.mkdir(parents=True)
-    gx, context = _context(docs_dir)
-    source = context.data_sources.add_pandas("augmented")
-    suites, failures = {}, []
-    for key, rows in read_augmented(augmented_dir or AUGMENTED_DIR).items():
-        spec = task_of(key, params.data.datasets)
-        frame = pd.DataFrame(rows)
-        result = _run(gx, context, source, augmented_suite(gx, spec, params), frame)
-        name = f"augmented.{key}"
-        suites[name] = {
-            "rows": len(frame),
-            "success": bool(result.success),
-            "expectations": len(result.results),
-        }
-        failures += _failure_lines(name, result)
-    context.build_data_docs(site_names=["healthslm"])
-    write_json(summary_file, {"success": not failures, "suites": suites, "failures": failures})
-    echo(f"augmented: {len(suites)} record sets validated; Data Docs: {docs_dir / 'index.html'}")
-    if failures:
-        raise HealthSLMError("validation of the augmented records failed:\n  " + "\n  ".join(failures))
     return suites

@@ -30,8 +30,9 @@ import requests
 import yaml
 
 from healthslm.data.convert import CONVERTERS
+from healthslm.data.registry import DATASETS, load_plugins
 from healthslm.errors import HealthSLMError
-from healthslm.io import atomic_path
+from healthslm.io import atomic_path, sha256_of
 
 MIRROR_ENV = "HEALTHSLM_DATA_MIRROR"
 RAW_BASE = "https://raw.githubusercontent.com"
@@ -72,11 +73,6 @@ def load_sources() -> dict[str, list[SourceFile]]:
     text = resources.files("healthslm.data").joinpath("sources.yaml").read_text(encoding="utf-8")
     pins = yaml.safe_load(text)["datasets"]
     return {ds: [SourceFile(dataset=ds, **row) for row in rows] for ds, rows in pins.items()}
-
-
-def sha256_of(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def content_sha256(path: Path, gzipped: bool | None = None) -> str:
@@ -249,8 +245,6 @@ def save_mirror(dest: Path, mirror: str | None = None, echo=print) -> int:
 
 def write_user_supplied_placeholders(dest_root: Path) -> None:
     """data/<name>/README.md for credentialed datasets, saying where the user's copy goes."""
-    from healthslm.data.registry import DATASETS, load_plugins
-
     load_plugins([])
     for spec in DATASETS.values():
         if spec.user_supplied:

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from healthslm.data.fetch import sha256_of
-from healthslm.data.registry import DatasetSpec, register
+from healthslm.data.spec import DatasetSpec
 from healthslm.errors import HealthSLMError
+from healthslm.io import sha256_of
 from healthslm.tasks import BUILTIN_TASKS, TaskSpec
 
 Records = dict[tuple[str, str], list[dict]]
@@ -495,7 +495,7 @@ def csv_text_dataset(
 
 
 PMDATA_CITE = "Thambawita et al., MMSys 2020; HealthSLM-Bench, arXiv:2509.07260"
-for _spec in (
+BUILTIN_DATASETS = (
     DatasetSpec(
         "pmdata",
         tasks_of("pmdata"),
@@ -554,5 +554,4 @@ for _spec in (
         "Turcan & McKeown, 2019; Yang et al., MentaLLaMA, WWW 2024",
         raw_tables=imhi_tables("dreaddit"),
     ),
-):
-    register(_spec)
+)

@@ -2,7 +2,7 @@
 
 Plug-in point: a module that calls `register(DatasetSpec(...))`, named in params.yaml's `data.plugins`
 (or exposed through the `healthslm.datasets` entry-point group), adds a dataset without touching the core.
-`register_csv_text_dataset` covers the common case of a local CSV with a text and a label column.
+`data.loaders.csv_text_dataset` covers the common case of a local CSV with a text and a label column.
 """
 
 from __future__ import annotations
@@ -10,41 +10,17 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from importlib.metadata import entry_points
-from pathlib import Path
 
+from healthslm.data.loaders import BUILTIN_DATASETS
+from healthslm.data.spec import DatasetSpec
 from healthslm.errors import HealthSLMError
 from healthslm.tasks import TaskSpec
 
-# data/<dataset>/ -> {(task, split): records}
-Loader = Callable[[Path], dict[tuple[str, str], list[dict]]]
-# data/<dataset>/ -> {table name: (raw rows as a DataFrame, [(GX expectation class name, kwargs), ...])}
-RawTables = Callable[[Path], dict[str, tuple[object, list[tuple[str, dict]]]]]
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    tasks: tuple[TaskSpec, ...]
-    load: Loader
-    license: str = ""
-    citation: str = ""
-    user_supplied: bool = False  # credentialed data: absent -> skipped with one line, not an error
-    required_files: tuple[str, ...] = ()  # for user-supplied data: what must be in data/<folder>/
-    folder: str = ""  # folder under data/ (default: the dataset's name)
-    raw_tables: RawTables | None = None  # the raw files as tables, for the Great Expectations gate
-
-    @property
-    def raw_dir(self) -> str:
-        return self.folder or self.name
-
-    def missing_files(self, data_dir: Path) -> list[str]:
-        return [f for f in self.required_files if not (data_dir / self.raw_dir / f).exists()]
-
+__all__ = ["DATASETS", "DatasetSpec", "all_tasks", "get_dataset", "load_plugins", "register"]
 
 DATASETS: dict[str, DatasetSpec] = {}
+PLUGINS_DIR = "plugins"
 
 
 def register(spec: DatasetSpec) -> DatasetSpec:
@@ -55,26 +31,29 @@ def register(spec: DatasetSpec) -> DatasetSpec:
     return spec
 
 
+for _builtin in BUILTIN_DATASETS:
+    register(_builtin)
+
+
 def load_plugins(modules: list[str]) -> None:
-    """Import plug-in modules (they call `register`) and entry points of group `healthslm.datasets`."""
-    _builtins()
-    if modules and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # plug-in modules may live in the project folder
+    """Import plug-in modules (they call `register`) and entry points of group `healthslm.datasets`.
+
+    A project's plug-ins live in plugins/ (a dep of the stages in dvc.yaml, so an edit re-runs them)."""
+    folder = os.path.join(os.getcwd(), PLUGINS_DIR)
+    if modules and folder not in sys.path:
+        sys.path.insert(0, folder)
     for name in modules:
         try:
             importlib.import_module(name)
         except ImportError as exc:
-            raise HealthSLMError(f"params.yaml: data.plugins: cannot import {name!r}: {exc}") from None
+            raise HealthSLMError(
+                f"params.yaml: data.plugins: cannot import {name!r} ({exc}); plug-ins go in {PLUGINS_DIR}/"
+            ) from None
     for entry in entry_points(group="healthslm.datasets"):
         entry.load()
 
 
-def _builtins() -> None:
-    import healthslm.data.loaders  # noqa: F401  (registers the built-in datasets on import)
-
-
 def get_dataset(name: str) -> DatasetSpec:
-    _builtins()
     if name not in DATASETS:
         raise HealthSLMError(
             f"params.yaml: data.datasets: unknown dataset {name!r}; known: {', '.join(DATASETS)}"
@@ -83,5 +62,4 @@ def get_dataset(name: str) -> DatasetSpec:
 
 
 def all_tasks() -> dict[str, TaskSpec]:
-    _builtins()
     return {task.key: task for spec in DATASETS.values() for task in spec.tasks}

@@ -1,0 +1,97 @@
+"""The model a stage runs, chosen and loaded one way for every stage.
+
+- `pretrained(params)`: params.yaml's `model` (zero- and few-shot evaluation, token counts).
+- `finetuned(params)`: `eval.finetuned`, the train stage's output (merged/ or adapter/ + training.json), a
+  merged model folder, or a PEFT adapter for `model`; it carries the prompt format and chat-template choice
+  it was trained with.
+- `deployed(params)`: what export and on-device benchmark: the fine-tuned model, or the pretrained one when
+  the train stage did not train (no `ft` in eval.mode).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from healthslm.errors import HealthSLMError
+from healthslm.models.loader import load_model_and_tokenizer, model_location
+from healthslm.models.registry import ModelPreset, resolve_model
+from healthslm.params import Params
+from healthslm.paths import TRAINING_FILE
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    preset: ModelPreset
+    adapter: str | None = None  # a PEFT adapter folder merged into the preset's weights on load
+    prompt_format: str | None = None  # the format it was trained with (None: not fine-tuned by us)
+    chat_template: bool | None = None  # whether it was trained inside its chat template
+
+    @property
+    def location(self) -> str:
+        return model_location(self.preset)
+
+
+def load_training_info(model_dir: Path) -> dict | None:
+    path = Path(model_dir) / TRAINING_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def pretrained(params: Params) -> ModelChoice:
+    return ModelChoice(resolve_model(params.model))
+
+
+def finetuned(params: Params) -> ModelChoice:
+    base = resolve_model(params.model)
+    location = Path(params.eval.finetuned)
+    info = load_training_info(location) or {}
+    if info.get("trained") is False:
+        raise HealthSLMError(
+            f"eval.finetuned: {location}/ holds no trained model ({info.get('reason', 'training skipped')})"
+        )
+    trained = {"prompt_format": info.get("prompt_format"), "chat_template": info.get("chat_template")}
+    for folder in (location / "merged", location):
+        if (folder / "config.json").exists():
+            return ModelChoice(base.model_copy(update={"local_path": str(folder), "gguf": None}), **trained)
+    for folder in (location / "adapter", location):
+        if (folder / "adapter_config.json").exists():
+            return ModelChoice(base, str(folder), **trained)
+    raise HealthSLMError(
+        f"eval.finetuned: no model in {location}/ (run the train stage, or give a model or adapter folder)"
+    )
+
+
+def deployed(params: Params) -> ModelChoice:
+    info = load_training_info(Path(params.eval.finetuned)) or {}
+    return pretrained(params) if info.get("trained") is False else finetuned(params)
+
+
+def use_chat_template(choice: ModelChoice, tokenizer, requested: bool = True) -> bool:
+    """A fine-tuned model is prompted as it was trained; otherwise the chat template wraps the prompt when
+    asked for (eval.chat_template), the preset allows it and the tokenizer has one."""
+    if choice.chat_template is not None:
+        return choice.chat_template
+    return requested and choice.preset.chat_template == "tokenizer" and bool(tokenizer.chat_template)
+
+
+def load(choice: ModelChoice, dtype=None, **model_kwargs):
+    """(model, tokenizer) in eval mode, the adapter (if any) merged into the weights."""
+    model, tokenizer = load_model_and_tokenizer(choice.preset, dtype=dtype, **model_kwargs)
+    if choice.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, choice.adapter).merge_and_unload().eval()
+    return model, tokenizer
+
+
+def save_merged(choice: ModelChoice, out_dir: Path) -> Path:
+    """The model as one plain Hugging Face folder: its own folder, or the adapter merged into `out_dir`."""
+    if choice.adapter is None:
+        return Path(choice.location)
+    import torch
+
+    model, tokenizer = load(choice, dtype=torch.float32)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return Path(out_dir)

@@ -1,0 +1,41 @@
+"""Resource measurement shared by the stages: peak resident memory of a process, or of one piece of work."""
+
+from __future__ import annotations
+
+import re
+import resource
+from pathlib import Path
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory. Linux carries ru_maxrss over fork and exec (a stage started by
+    `dvc repro`, or a spawned worker, would report its parent's), while VmHWM belongs to this memory map."""
+    if _STATUS.exists() and (match := re.search(r"^VmHWM:\s+(\d+) kB", _STATUS.read_text(), re.M)):
+        return round(int(match.group(1)) / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+class PeakMemory:
+    """Peak resident memory of the work inside `with PeakMemory() as peak:` -> `peak.mb`.
+
+    Linux resets the high-water mark on writing 5 to /proc/self/clear_refs, so the peak is this work's
+    (with what the process already holds, e.g. the model it uses). Elsewhere it is the process's peak,
+    and `scope` says so."""
+
+    def __init__(self) -> None:
+        self.mb: float | None = None
+        self.scope = "process"
+
+    def __enter__(self) -> PeakMemory:
+        try:
+            _CLEAR_REFS.write_text("5")
+            self.scope = "work"
+        except OSError:
+            self.scope = "process"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.mb = peak_rss_mb()

@@ -1,0 +1,114 @@
+"""Run one dvc.yaml stage from its entry file in stages/ (`python stages/<stage>.py`).
+
+The stage reads params.yaml through a view holding only the params dvc.yaml declares for it: reading any
+other param stops the stage with one line naming it, so a stage cannot depend on a param DVC does not track.
+With HEALTHSLM_TRACE_READS=<folder> every file the stage opens is listed in <folder>/<stage>.json, for the
+test that checks dvc.yaml's deps against what the stages read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel
+
+from healthslm.errors import HealthSLMError
+from healthslm.params import PARAMS_FILE, Params, load_params
+
+DVC_FILE = Path("dvc.yaml")
+TRACE_ENV = "HEALTHSLM_TRACE_READS"
+
+
+class Undeclared:
+    """Stands for a param the stage did not declare: any use of it fails naming the param."""
+
+    def __init__(self, stage: str, name: str) -> None:
+        object.__setattr__(self, "_where", (stage, name))
+
+    def _fail(self, *args, **kwargs):
+        stage, name = object.__getattribute__(self, "_where")
+        raise HealthSLMError(
+            f"stage {stage} reads params.yaml's {name}, which dvc.yaml does not declare for it "
+            f"(add `- {name}` to its params)"
+        )
+
+    def __repr__(self) -> str:
+        return f"<undeclared {object.__getattribute__(self, '_where')[1]}>"
+
+    __getattr__ = __getitem__ = __iter__ = __len__ = __bool__ = __contains__ = __call__ = _fail
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _fail
+    __int__ = __float__ = __index__ = __str__ = __format__ = __neg__ = _fail
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _fail
+    __hash__ = None  # type: ignore[assignment]
+
+
+def declared_params(stage: str, dvc_file: Path = DVC_FILE) -> list[str]:
+    """The params dvc.yaml lists for a stage (of params.yaml; a foreach stage's `do` block)."""
+    stages = yaml.safe_load(dvc_file.read_text(encoding="utf-8"))["stages"]
+    if stage not in stages:
+        raise HealthSLMError(f"{dvc_file}: no stage {stage!r}")
+    entry = stages[stage].get("do", stages[stage])
+    return [p for p in entry.get("params", []) if isinstance(p, str)]
+
+
+def restrict(model: BaseModel, declared: list[str], stage: str, prefix: str = "") -> BaseModel:
+    """A copy of `model` whose fields outside `declared` (dotted names) are `Undeclared`."""
+    values = {}
+    for field, info in type(model).model_fields.items():
+        name = prefix + (info.alias or field)
+        value = getattr(model, field)
+        if any(name == d or name.startswith(d + ".") for d in declared):
+            values[field] = value
+        elif isinstance(value, BaseModel) and any(d.startswith(name + ".") for d in declared):
+            values[field] = restrict(value, declared, stage, name + ".")
+        else:
+            values[field] = Undeclared(stage, name)
+    return type(model).model_construct(**values)
+
+
+def stage_params(stage: str, params_file: Path = PARAMS_FILE, dvc_file: Path = DVC_FILE) -> Params:
+    """params.yaml, validated whole (a bad value anywhere fails first), seen through the stage's declaration.
+    A stage that does not declare data.plugins reads no dataset, so the plug-ins are not imported."""
+    declared = declared_params(stage, dvc_file)
+    datasets = any(d in ("data", "data.plugins") for d in declared)
+    return restrict(load_params(params_file, datasets), declared, stage)
+
+
+def _trace_reads(stage: str, folder: str) -> None:
+    """List every file this process opens for reading (an audit hook), written at exit."""
+    reads: set[str] = set()
+
+    def hook(event: str, args: tuple) -> None:
+        if event == "open" and isinstance(args[0], str | Path) and "r" in str(args[1] or "r"):
+            reads.add(os.path.abspath(args[0]))
+
+    def save() -> None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"{stage}.json").write_text(json.dumps(sorted(reads), indent=1))
+
+    sys.addaudithook(hook)
+    atexit.register(save)
+
+
+def run(stage: str, work: Callable[..., object], *options: str) -> None:
+    """Parse the stage's options (e.g. --dataset), then `work(params, **options)`; a HealthSLMError is one
+    line on stderr and exit status 1."""
+    parser = argparse.ArgumentParser(prog=f"stages/{stage}.py")
+    for option in options:
+        parser.add_argument(f"--{option}", required=True)
+    args = vars(parser.parse_args())
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    if folder := os.environ.get(TRACE_ENV):
+        _trace_reads("@".join([stage, *args.values()]), folder)
+    try:
+        work(stage_params(stage), **args)
+    except HealthSLMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

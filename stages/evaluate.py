@@ -1,0 +1,11 @@
+"""evaluate: the pretrained model's modes of eval.mode (zs, fs-k), beside baselines; needs no training.
+
+Reads   artifacts/records/, reports/validation/ · params model, base.seed, data.datasets, eval
+Writes  artifacts/predictions/base/<mode>/, reports/metrics.json, reports/plots/base/
+Calls   healthslm.evaluate.evaluate
+"""
+
+from healthslm.evaluate import evaluate
+from healthslm.stage import run
+
+run("evaluate", evaluate)

@@ -1,0 +1,12 @@
+"""report: reports/report.md and report.html from every stage's reports, beside the paper's numbers.
+
+Reads   every stage's reports/, the dataset pins, the paper's tables
+        · every params block (the report prints them)
+Writes  reports/report.md, reports/report.html, reports/figures/
+Calls   healthslm.report.report
+"""
+
+from healthslm.report import report
+from healthslm.stage import run
+
+run("report", report)

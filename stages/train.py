@@ -1,0 +1,12 @@
+"""train: fine-tune (LoRA, QLoRA or full) on every available task; resumes a killed run; trains nothing
+when eval.mode has no ft.
+
+Reads   artifacts/records/, reports/validation/ · params model, base.seed, data.datasets, train, eval.mode
+Writes  artifacts/model/, reports/train/ (DVCLive metrics and curves, training.json)
+Calls   healthslm.train.train
+"""
+
+from healthslm.stage import run
+from healthslm.train import train
+
+run("train", train)
