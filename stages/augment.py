@@ -9,4 +9,5 @@ Calls   healthslm.augment.augment
 from healthslm.augment import augment
 from healthslm.stage import run
 
-run("augment", augment)
+if __name__ == "__main__":  # spawned worker processes import this file again
+    run("augment", augment)

@@ -8,4 +8,5 @@ Calls   healthslm.evaluate.evaluate
 from healthslm.evaluate import evaluate
 from healthslm.stage import run
 
-run("evaluate", evaluate)
+if __name__ == "__main__":  # spawned worker processes import this file again
+    run("evaluate", evaluate)

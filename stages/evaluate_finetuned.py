@@ -9,4 +9,5 @@ Calls   healthslm.evaluate.evaluate(finetuned=True)
 from healthslm.evaluate import evaluate
 from healthslm.stage import run
 
-run("evaluate_finetuned", lambda params: evaluate(params, finetuned=True))
+if __name__ == "__main__":  # spawned worker processes import this file again
+    run("evaluate_finetuned", lambda params: evaluate(params, finetuned=True))

@@ -8,4 +8,5 @@ Calls   healthslm.export.export
 from healthslm.export import export
 from healthslm.stage import run
 
-run("export", export)
+if __name__ == "__main__":  # spawned worker processes import this file again
+    run("export", export)

@@ -9,4 +9,5 @@ Calls   healthslm.judge.judge
 from healthslm.judge import judge
 from healthslm.stage import run
 
-run("judge", judge)
+if __name__ == "__main__":  # spawned worker processes import this file again
+    run("judge", judge)

@@ -10,4 +10,5 @@ Calls   healthslm.ondevice.ondevice
 from healthslm.ondevice import ondevice
 from healthslm.stage import run
 
-run("ondevice", ondevice)
+if __name__ == "__main__":  # spawned worker processes import this file again
+    run("ondevice", ondevice)

@@ -8,4 +8,5 @@ Calls   healthslm.prepare.prepare
 from healthslm.prepare import prepare
 from healthslm.stage import run
 
-run("prepare", lambda params, dataset: prepare(params, [dataset]), "dataset")
+if __name__ == "__main__":  # spawned worker processes import this file again
+    run("prepare", lambda params, dataset: prepare(params, [dataset]), "dataset")

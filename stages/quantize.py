@@ -8,4 +8,5 @@ Calls   healthslm.export.quantize_stage
 from healthslm.export import quantize_stage
 from healthslm.stage import run
 
-run("quantize", lambda params, type: quantize_stage(params, type), "type")
+if __name__ == "__main__":  # spawned worker processes import this file again
+    run("quantize", lambda params, type: quantize_stage(params, type), "type")

@@ -9,4 +9,5 @@ Calls   healthslm.report.report
 from healthslm.report import report
 from healthslm.stage import run
 
-run("report", report)
+if __name__ == "__main__":  # spawned worker processes import this file again
+    run("report", report)

@@ -8,4 +8,5 @@ Calls   healthslm.token_economy.token_economy
 from healthslm.stage import run
 from healthslm.token_economy import token_economy
 
-run("token_economy", token_economy)
+if __name__ == "__main__":  # spawned worker processes import this file again
+    run("token_economy", token_economy)

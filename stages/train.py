@@ -9,4 +9,5 @@ Calls   healthslm.train.train
 from healthslm.stage import run
 from healthslm.train import train
 
-run("train", train)
+if __name__ == "__main__":  # spawned worker processes import this file again
+    run("train", train)

@@ -8,4 +8,5 @@ Calls   healthslm.validate.validate
 from healthslm.stage import run
 from healthslm.validate import validate
 
-run("validate", validate, "dataset")
+if __name__ == "__main__":  # spawned worker processes import this file again
+    run("validate", validate, "dataset")

@@ -8,4 +8,5 @@ Calls   healthslm.validate_augmented.validate_augmented
 from healthslm.stage import run
 from healthslm.validate_augmented import validate_augmented
 
-run("validate_augmented", validate_augmented)
+if __name__ == "__main__":  # spawned worker processes import this file again
+    run("validate_augmented", validate_augmented)

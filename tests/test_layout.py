@@ -7,9 +7,11 @@ view of healthslm/stage.py. Each check has a negative control: a hand-made viola
 from __future__ import annotations
 
 import ast
+import json
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,7 +19,7 @@ PACKAGE = ROOT / "src" / "healthslm"
 
 # Lowest first: a module may import its own layer or a lower one, never a higher one.
 LAYERS = {
-    "base": ["__init__", "errors", "io", "tasks", "paths", "resources"],
+    "base": ["__init__", "errors", "io", "tasks", "paths", "resources", "reference"],
     "data": ["data", "data.spec", "data.convert", "data.loaders", "data.registry", "data.fetch"],
     "params": ["params"],
     "records": ["prepare", "prompts"],
@@ -36,7 +38,7 @@ LAYERS = {
     ],
     "export/on-device": ["export", "ondevice"],
     "report/compare": ["html", "report", "compare"],
-    "entry points": ["stage", "cli", "__main__", "reference"],
+    "entry points": ["stage", "cli", "__main__"],
 }
 
 
@@ -58,6 +60,12 @@ def imports_of(path: Path, modules: dict[str, Path]) -> set[str]:
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value.startswith("healthslm.")
+        ):
+            names = [node.value]  # importlib.resources.files("healthslm.reference") imports the package
         for name in names:
             if name.startswith("healthslm"):
                 short = name.removeprefix("healthslm").lstrip(".") or "__init__"
@@ -286,3 +294,83 @@ def test_the_declaration_check_reports_an_undeclared_and_an_unused_package(tmp_p
         "scipy is imported (uses.py) but not declared",
         "tqdm is declared but nothing imports it",
     ]
+
+
+def _expanded(name: str, body: dict, params: dict) -> list[str]:
+    """dvc.yaml stage names as DVC reports them: a foreach stage once per item."""
+    if "foreach" not in body:
+        return [name]
+    block, key = body["foreach"].strip("${}").split(".")
+    return [f"{name}@{item}" for item in params[block][key]]
+
+
+def test_dvc_lock_holds_only_stages_of_dvc_yaml():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    names = {n for name, body in stages.items() for n in _expanded(name, body, params)}
+    locked = set(yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"])
+    assert locked - names == set()
+
+
+def _dvc(args: list[str], cwd: Path) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    result = subprocess.run(["dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_editing_a_module_makes_dvc_rerun_exactly_the_stages_that_import_it(tmp_path):
+    """A real git + DVC repo holding the pipeline's code and dvc.yaml (outputs left out, data stood in by
+    empty folders): locked, then one module edited; `dvc status` must list exactly its importers."""
+    import subprocess
+
+    for item in ("params.yaml", "src", "stages", "plugins"):
+        source = ROOT / item
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / item)
+    pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for body in pipeline["stages"].values():
+        entry = body.get("do", body)
+        for key in ("outs", "metrics", "plots"):
+            entry.pop(key, None)
+        items = params["data"]["datasets"] + params["export"]["quantizations"] if "foreach" in body else [""]
+        for dep in entry["deps"]:
+            for item in items:
+                path = tmp_path / dep.replace("${item}", item)
+                if path.exists():
+                    continue
+                if path.suffix in (".json", ".gguf"):
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text("{}")
+                else:
+                    path.mkdir(parents=True)
+                    (path / "stand-in").write_text("")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    _dvc(["init", "-q"], tmp_path)
+    _dvc(["commit", "-f", "-q"], tmp_path)
+    assert json.loads(_dvc(["status", "--json"], tmp_path)) == {}
+
+    names = {name: _expanded(name, body, params) for name, body in pipeline["stages"].items()}
+    for module in ("src/healthslm/leakage.py", "src/healthslm/models/finetuned.py"):
+        with (tmp_path / module).open("a") as fh:
+            fh.write("\n# edited\n")
+        expected = {
+            n
+            for name in names
+            if module in expected_code_deps(tmp_path / "stages" / f"{name}.py", tmp_path)
+            for n in names[name]
+        }
+        changed = set(json.loads(_dvc(["status", "--json"], tmp_path)))
+        assert changed == expected, module
+        assert expected  # the module is imported by some stage
+        _dvc(["commit", "-f", "-q"], tmp_path)

@@ -96,19 +96,20 @@ def undeclared_reads(project: Path, traces: Path) -> list[str]:
         allowed = [str(p if isinstance(p, str) else next(iter(p))).replace("${item}", item)
                    for key in ("deps", "outs", "metrics", "plots") for p in entry.get(key, [])]  # fmt: skip
         for opened in map(Path, json.loads(trace.read_text())):
+            if opened.parent.name == "__pycache__":  # a compiled module stands for its source
+                opened = opened.parent.parent / f"{opened.name.split('.')[0]}.py"
             if opened.is_relative_to(project):
                 relative = opened.relative_to(project).as_posix()
             elif opened.is_relative_to(root / "src"):  # the installed package, read from this checkout
                 relative = opened.relative_to(root).as_posix()
             else:
                 continue  # outside the project: Python, site-packages, the model cache
-            if relative.startswith((".dvc/", ".git/", "artifacts/checkpoints/", "wandb/")) or relative in (
-                "dvc.yaml",
-                "dvc.lock",
-                "params.yaml",
-                "data.dvc",
-            ):
-                continue  # DVC's and git's own files; train's resumable checkpoints and W&B's offline runs
+            # DVC's and git's files (DVCLive reads them), train's resumable checkpoints, W&B's offline runs,
+            # the installed package's metadata:
+            skipped = (".dvc/", ".git/", "artifacts/checkpoints/", "wandb/", "src/healthslm.egg-info/")
+            metafiles = ("dvc.yaml", "dvc.lock", "params.yaml", "data.dvc", ".dvcignore", ".gitignore")
+            if relative.startswith(skipped) or relative in metafiles:
+                continue
             if not any(relative == a or relative.startswith(a.rstrip("/") + "/") for a in allowed):
                 problems.append(f"{trace.stem} read {relative}")
     return sorted(set(problems))

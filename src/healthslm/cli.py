@@ -25,7 +25,8 @@ params_option = click.option(
 def cli() -> None:
     """Benchmark, fine-tune and deploy small language models for health prediction.
 
-    Each subcommand is one stage of the DVC pipeline (dvc.yaml); run them through `dvc repro`.
+    `dvc repro` runs the pipeline (dvc.yaml, whose stages run stages/<stage>.py); the stage subcommands
+    here run one stage by hand, reading all of params.yaml.
     """
 
 
@@ -85,7 +86,7 @@ def prepare(params_file: Path, datasets: tuple[str, ...]) -> None:
 def validate(params_file: Path, datasets: tuple[str, ...], augmented: bool) -> None:
     """Great Expectations gate and leakage check; Data Docs in reports/data_docs/<dataset>/."""
     from healthslm.validate import validate as run
-    from healthslm.validate import validate_augmented
+    from healthslm.validate_augmented import validate_augmented
 
     params = load_params(params_file)
     if augmented:
@@ -147,10 +148,13 @@ def wandb_sync() -> None:
 @cli.command()
 @params_option
 def evaluate(params_file: Path) -> None:
-    """Score every eval example with the model and the baselines; write reports/metrics.json."""
+    """Every mode of eval.mode with the model and the baselines: zs/fs-k -> reports/metrics.json, ft ->
+    reports/metrics_ft.json (the stages evaluate and evaluate_finetuned)."""
     from healthslm.evaluate import evaluate as run
 
-    run(load_params(params_file), echo=click.echo)
+    params = load_params(params_file)
+    run(params, echo=click.echo)
+    run(params, finetuned=True, echo=click.echo)
 
 
 @cli.command()

@@ -85,9 +85,14 @@ def _trace_reads(stage: str, folder: str) -> None:
     """List every file this process opens for reading (an audit hook), written at exit."""
     reads: set[str] = set()
 
+    writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT
+
     def hook(event: str, args: tuple) -> None:
-        if event == "open" and isinstance(args[0], str | Path) and "r" in str(args[1] or "r"):
-            reads.add(os.path.abspath(args[0]))
+        if event != "open" or not isinstance(args[0], str | Path):
+            return
+        path, mode, flags = args
+        if (mode is None and not flags & writing) or (mode is not None and "r" in mode):  # os.open / open
+            reads.add(os.path.abspath(path))
 
     def save() -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
