@@ -160,7 +160,8 @@ def test_lora_and_qlora_train_log_and_keep_secrets_out(tmp_path, pmdata_records,
     metrics = json.loads((work / "reports" / "train" / "metrics.json").read_text())
     assert metrics["final/steps"] == 4 and metrics["final/tokens_per_s"] > 0
     assert _steps(work / "reports" / "train" / "plots" / "metrics" / "loss.tsv") == [1, 2, 3, 4]
-    assert not any((work / "artifacts" / "checkpoints").iterdir()), "finished runs leave no checkpoints"
+    kept = list((work / "artifacts" / "checkpoints").iterdir())  # the finished run only, for a re-run
+    assert [run.name for run in kept] == [training["run"]] and not list(kept[0].glob("checkpoint-*"))
 
     runs = list((work / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, "W&B logged one offline run under ./wandb/"

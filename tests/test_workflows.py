@@ -243,6 +243,8 @@ def test_pr_workflow_keeps_one_comment_comparing_like_with_like(
     sh("dvc", "remote", "add", "-d", "store", str(tmp_path / "dvc-remote"))
     sh("healthslm", "fetch")
     sh("dvc", "add", "-q", "data")
+    sh("git", "add", "-A")
+    sh("git", "commit", "-q", "-m", "data")  # DVCLive reads the git revision: the repository needs a commit
     sh("dvc", "repro")
     sh("dvc", "push", "-q")
     sh("git", "add", "-A")
