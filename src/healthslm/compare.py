@@ -19,10 +19,9 @@ from healthslm.errors import HealthSLMError
 from healthslm.html import markdown_to_html
 from healthslm.io import atomic_dir, write_text
 from healthslm.metrics import LOWER_IS_BETTER
-from healthslm.paths import COMPARE_DIR, FT_METRICS_FILE, METRICS_FILE, TRAIN_REPORTS, TRAINING_FILE
+from healthslm.paths import COMPARE_DIR, FT_METRICS_FILE, METRICS_FILE, TRAINING_SUMMARY
 from healthslm.plots import pyplot, save_png
 
-TRAINING_SUMMARY = (TRAIN_REPORTS / TRAINING_FILE).as_posix()
 EVAL_METRICS = (METRICS_FILE.as_posix(), FT_METRICS_FILE.as_posix())  # the evaluate stages' metrics
 SYSTEMS = ("model", "majority", "classical")
 LOWER_IS_BETTER_WORDS = ("loss", "latency", "rss", "runtime", "disk_mb", "ttft")
@@ -141,9 +140,9 @@ def params_table(diff: dict[str, dict]) -> list[str]:
 
 def _training_summary(rev: Rev) -> dict | None:
     if rev.sha is None:
-        path = Path(TRAINING_SUMMARY)
-        return json.loads(path.read_text()) if path.exists() else None
-    shown = subprocess.run(["git", "show", f"{rev.sha}:{TRAINING_SUMMARY}"], capture_output=True, text=True)
+        return json.loads(TRAINING_SUMMARY.read_text()) if TRAINING_SUMMARY.exists() else None
+    blob = f"{rev.sha}:{TRAINING_SUMMARY.as_posix()}"
+    shown = subprocess.run(["git", "show", blob], capture_output=True, text=True)
     return json.loads(shown.stdout) if shown.returncode == 0 else None
 
 

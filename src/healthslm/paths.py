@@ -22,6 +22,7 @@ CHECKPOINTS_DIR = Path("artifacts/checkpoints")
 TRAIN_REPORTS = Path("reports/train")
 TRAINING_FILE = "training.json"  # in MODEL_DIR and TRAIN_REPORTS
 TRAIN_CURVES_DIR = TRAIN_REPORTS / "plots" / "metrics"
+TRAINING_SUMMARY = TRAIN_REPORTS / TRAINING_FILE
 WANDB_ROOT = Path("wandb")
 
 # Evaluation runs in two stages: the pretrained model's modes (zs, fs-k) and the fine-tuned model's (ft).

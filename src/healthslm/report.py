@@ -31,14 +31,12 @@ from healthslm.paths import (
     REPORT_FILE,
     TOKENS_FILE,
     TRAIN_CURVES_DIR,
-    TRAIN_REPORTS,
-    TRAINING_FILE,
+    TRAINING_SUMMARY,
 )
 from healthslm.paths import VALIDATION_DIR as SUMMARY_DIR
 from healthslm.plots import pyplot, save_png
 from healthslm.tasks import TaskSpec
 
-TRAINING_SUMMARY = TRAIN_REPORTS / TRAINING_FILE
 PAPER_COLUMNS = {
     "pmdata_stress": "STRS",
     "pmdata_readiness": "READ",
