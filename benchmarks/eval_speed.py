@@ -22,7 +22,6 @@ Needs the records of `dvc repro` (or `healthslm prepare --dataset pmdata`).
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -35,8 +34,10 @@ from healthslm.io import write_json
 from healthslm.models.loader import load_model_and_tokenizer
 from healthslm.models.registry import resolve_model
 from healthslm.params import load_params
+from healthslm.paths import EVAL_BENCHMARK
 from healthslm.prepare import read_records
 from healthslm.prompts import answer_continuation, build_context, shared_prefix
+from healthslm.resources import cpu_name
 from healthslm.scoring import LabelScorer
 
 
@@ -52,9 +53,9 @@ def seed_loop(model, tokenizer, spec, records, examples) -> tuple[float, float]:
 def score_loop(model, tokenizer, spec, records, examples, prompt_format: str) -> tuple[float, float]:
     """(examples/s over the whole run, seconds spent encoding the shared prefix)."""
     scorer = LabelScorer(model, tokenizer)
-    answers = [answer_continuation(a) for a in spec.spoken_answers]
     start = time.perf_counter()
     first = build_context(records[0], spec, tokenizer, True, prompt_format, examples)
+    answers = [answer_continuation(a, first) for a in spec.spoken_answers]
     scorer.set_shared_prefix(shared_prefix(first, records[0], spec, prompt_format), special_tokens=False)
     prefix_s = time.perf_counter() - start
     for record in records:
@@ -102,7 +103,7 @@ def main() -> None:
     parser.add_argument("--records", type=Path, default=Path("artifacts/records"))
     parser.add_argument("--modes", default="zs,fs-3,fs-10", help="zs and/or fs-k, comma-separated")
     parser.add_argument("--text-examples", type=int, default=16, help="MedQuAD prompts (0: skip)")
-    parser.add_argument("--out", type=Path, default=Path("reports/benchmarks/eval_speed.json"))
+    parser.add_argument("--out", type=Path, default=EVAL_BENCHMARK)
     args = parser.parse_args()
     torch.manual_seed(0)
     spec = all_tasks()[args.task]
@@ -117,10 +118,10 @@ def main() -> None:
         f" {'header s':>9} {'steady speed-up':>16}"
     )
     result = {"task": spec.key, "examples": len(records), "model": "SmolLM2-135M-Instruct fp32"}
-    result |= {"threads": torch.get_num_threads(), "cpu": _cpu_name(), "modes": {}}
+    result |= {"threads": torch.get_num_threads(), "cpu": cpu_name(), "modes": {}}
     for mode in args.modes.split(","):
         shots = int(mode.split("-")[1]) if mode.startswith("fs-") else 0
-        examples = _fewshot_examples(spec, shots, args.records, train)
+        examples, _ = _fewshot_examples(spec, shots, args.records, train)
         base_rate, base_invalid = seed_loop(model, tokenizer, spec, records, examples)
         print(f"{mode:5} {'seed loop (generate+regex)':28} {base_rate:10.3f} {base_invalid:8.0%} {1:9.1f}x")
         row = result["modes"][mode] = {
@@ -145,15 +146,6 @@ def main() -> None:
         result["text_generation"] = text_generation(model, tokenizer, args.records, args.text_examples)
     write_json(args.out, result)
     print(f"\nwrote {args.out}")
-
-
-def _cpu_name() -> str:
-    """The CPU's model name (ratios hold for the machine that measured them, not another)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """report: reports/report.md and report.html from every stage's reports, beside the paper's numbers.
 
 Reads   every stage's reports/, the dataset pins, the paper's tables
-        · every params block (the report prints them)
-Writes  reports/report.md, reports/report.html, reports/figures/
+        · every params block (the report prints them) · reports/benchmarks/eval_speed.json
+Writes  reports/report.md, reports/report.html, reports/figures/, reports/summary.md (README's results block)
 Calls   healthslm.report.report
 """
 

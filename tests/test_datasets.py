@@ -2,6 +2,7 @@
 format's token economy, GLOBEM on a generated fixture, and a plug-in dataset from a local CSV."""
 
 import csv
+import hashlib
 import json
 import sys
 
@@ -67,9 +68,11 @@ def test_toon_files_hold_the_same_records_as_jsonl(all_records):
 
 
 def test_fewshot_pools_are_nested_train_only_and_deterministic(all_records, tmp_path, raw_data):
+    drawn = json.loads((all_records / "pubmedqa" / "answer.fewshot.json").read_text())  # no published pools
+    assert set(drawn["1"]) <= set(drawn["3"]) <= set(drawn["5"]) <= set(drawn["10"])
+    assert set(drawn["sources"].values()) == {"drawn from train (seeded)"}
     pools = json.loads((all_records / "pmdata" / "fatigue.fewshot.json").read_text())
-    assert {k: len(v) for k, v in pools.items()} == {"1": 1, "3": 3, "5": 5, "10": 10}
-    assert set(pools["1"]) <= set(pools["3"]) <= set(pools["5"]) <= set(pools["10"])
+    assert {k: len(v) for k, v in pools.items()} == {"1": 1, "3": 3, "5": 5, "10": 10, "sources": 4}
     assert all("-train-" in record_id for record_id in pools["10"])
     prepare(Params(), ["pmdata"], raw_data, tmp_path / "again", echo=lambda _: None)
     assert json.loads((tmp_path / "again" / "pmdata" / "fatigue.fewshot.json").read_text()) == pools
@@ -164,7 +167,50 @@ register(csv_text_dataset(
 """
 
 
-def test_a_plugin_adds_a_csv_text_dataset_without_touching_the_core(tmp_path, monkeypatch):
+def _trains_and_evaluates_as_declared(tmp_path, model_dir) -> None:
+    """The plug-in's task in ft: trained and scored on the same prompt, "<instruction>\n<text>" then its
+    answer prefix, and no explanation task (its outputs are template sentences, not explanations)."""
+    from healthslm.evaluate import evaluate
+    from healthslm.models.loader import load_model_and_tokenizer
+    from healthslm.models.registry import resolve_model
+    from healthslm.prompts import build_context
+    from healthslm.train import train, training_examples
+
+    params = parse_params(
+        {
+            "model": str(model_dir),
+            "data": {"datasets": ["isear_mini"], "plugins": ["isear_plugin"]},
+            "train": {"examples_per_task": 6, "max_steps": 2, "merge": False, "wandb": {"enabled": False}},
+            "eval": {"mode": ["ft"], "limit": 6, "finetuned": str(tmp_path / "model")},
+        }
+    )
+    records = tmp_path / "records"
+    _, tokenizer = load_model_and_tokenizer(resolve_model(str(model_dir)))
+    examples, _ = training_examples(params, tokenizer, True, 256, records)
+    assert all(e["prompt"].endswith("The emotion is") for e in examples)
+    assert {e["completion"] for e in examples} <= {" joy.", " fear.", " anger."}
+    train(params, records, tmp_path / "model", tmp_path / "ckpt", tmp_path / "live", echo=lambda _: None)
+    out = tmp_path / "eval"
+    results = evaluate(
+        params, True, records, out / "pred", out / "m.json", out / "plots", echo=lambda _: None
+    )
+    assert set(results["ft"]) == {"isear_mini_emotion"}  # no "<task>_explanation"
+    result = results["ft"]["isear_mini_emotion"]
+    assert result["n"] == 6 and result["invalid_rate"] == 0
+    assert result["labels"] == {"joy": 2, "fear": 2, "anger": 2}  # a stratified sample, not the first rows
+    spec = all_tasks()["isear_mini_emotion"]
+    rows = json.loads(
+        (out / "pred" / "finetuned" / "ft" / "isear_mini_emotion.jsonl").read_text().splitlines()[0]
+    )
+    record = next(r for r in read_records(records, "isear_mini", "emotion", "eval") if r["id"] == rows["id"])
+    context = build_context(record, spec, tokenizer, True, "compact")
+    assert context.endswith(
+        f"{record['instruction']}\n{record['input']}<|im_end|>\n<|im_start|>assistant\nThe emotion is"
+    )
+    assert rows["prompt_sha256"] == hashlib.sha256(context.encode()).hexdigest()
+
+
+def test_a_plugin_adds_a_csv_text_dataset_without_touching_the_core(tmp_path, monkeypatch, tiny_model_dir):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
     (tmp_path / "plugins").mkdir()
@@ -205,5 +251,6 @@ def test_a_plugin_adds_a_csv_text_dataset_without_touching_the_core(tmp_path, mo
             params, "isear_mini", tmp_path / "records", tmp_path / "docs", tmp_path / "v", echo=lambda _: None
         )
         assert set(suites) == {"isear_mini_emotion.train", "isear_mini_emotion.eval"}
+        _trains_and_evaluates_as_declared(tmp_path, tiny_model_dir)
     finally:
         DATASETS.pop("isear_mini", None)

@@ -37,7 +37,7 @@ LAYERS = {
         "judge",
     ],
     "export/on-device": ["export", "ondevice"],
-    "report/compare": ["html", "report", "compare"],
+    "report/compare": ["html", "verdicts", "summary", "report", "compare"],
     "entry points": ["stage", "cli", "__main__"],
 }
 

@@ -1,5 +1,8 @@
 """Likelihood scoring with the real embedded model: the cached fast path equals a brute-force pass."""
 
+import json
+import re
+
 import pytest
 import torch
 
@@ -28,26 +31,70 @@ def test_fast_scores_equal_brute_force(embedded, pmdata_records, chat):
     spec = TASKS["pmdata_readiness"]  # 0..10: "10" has one token more than the others
     record = read_jsonl(pmdata_records / "pmdata" / "readiness.eval.jsonl")[0]
     context = build_context(record, spec, tokenizer, chat)
-    continuations = [answer_continuation(label) for label in spec.label_space]
+    continuations = [answer_continuation(label, context) for label in spec.label_space]
     fast = LabelScorer(model, tokenizer).score(context, continuations, special_tokens=not chat)
     slow = _brute_force(model, tokenizer, context, continuations, not chat)
     assert fast == pytest.approx(slow, abs=2e-3)
     assert len(set(round(s, 3) for s in fast)) > 5  # the scores really differ between labels
 
 
-def test_seed_prompt_is_byte_for_byte(embedded, pmdata_records):
+def _seed_prompt(entry: dict, template: str, pool: list[dict] | None = None) -> str:
+    """HealthSLM-Bench's inference prompt (a1789591/HealthSLM-Bench@c6bf88b, inference.py), restated: the
+    few-shot header over its pool file's entries, then "<instruction> <question>" with every number quoted,
+    then " " + the answer template, whose trailing space ends the prompt."""
+    head = ""
+    if pool:
+        head = (
+            f"You are a health assistant. Your mission is to read the following {len(pool)} examples and "
+            "return your prediction based on the health query.\n"
+        )
+        for number, example in enumerate(pool, start=1):
+            head += (
+                f"\nExample {number}\n{example['instruction']} {example['question']} {example['answer']}\n"
+            )
+        head += "\nFinally, please answer to the below question:\n"
+    quoted = re.sub(r"(\d+(\.\d+)?)", r'"\1"', entry["question"])
+    return f"{head}{entry['instruction']} {quoted} {template}"
+
+
+def test_seed_prompt_is_byte_for_byte(embedded, pmdata_records, raw_data):
     _, tokenizer = embedded
+    entry = json.loads((raw_data / "pmdata" / "pmdata_fatigue_eval.json").read_text())[0]
     record = read_jsonl(pmdata_records / "pmdata" / "fatigue.eval.jsonl")[0]
     context = build_context(record, TASKS["pmdata_fatigue"], tokenizer, use_chat_template=False)
-    assert context.startswith(
-        "You are a personalized healthcare agent trained to predict fatigue score which ranges from 0 to 5 "
-        'based on physiological data and user information. The recent "14"-days sensor readings show: '
-        '[Steps]: ["4955.0", "6495.0", "1460.0"] steps, [Burned Calorories]: ["458.0"'
-    )
+    assert context == _seed_prompt(entry, "The predicted fatigue level is ")
     assert context.endswith(
-        '[Mood]: "4" out of "5"; What would be the predicted fatigue? The predicted fatigue level is'
+        'out of "5"; What would be the predicted fatigue? The predicted fatigue level is '
     )
+    assert answer_continuation("3", context) == "3."  # after the seed's space, the answer itself
     assert seed_question(record) in context
+
+
+@pytest.mark.parametrize("k", [3, 10])
+def test_seed_few_shot_prompt_reads_the_seeds_pool(embedded, pmdata_records, raw_data, k):
+    _, tokenizer = embedded
+    pool = json.loads((raw_data / "pmdata" / f"pmdata_readiness_train_{k}.json").read_text())
+    entry = json.loads((raw_data / "pmdata" / "pmdata_readiness_eval.json").read_text())[5]
+    record = read_jsonl(pmdata_records / "pmdata" / "readiness.eval.jsonl")[5]
+    train = {r["id"]: r for r in read_jsonl(pmdata_records / "pmdata" / "readiness.train.jsonl")}
+    ids = json.loads((pmdata_records / "pmdata" / "readiness.fewshot.json").read_text())[str(k)]
+    examples = [train[i] for i in ids]
+    context = build_context(record, TASKS["pmdata_readiness"], tokenizer, False, "seed", examples)
+    assert context == _seed_prompt(entry, "The predicted readiness level is ", pool)
+
+
+def test_compact_and_other_datasets_end_without_the_space(embedded, all_records):
+    _, tokenizer = embedded
+    record = read_jsonl(all_records / "pmdata" / "fatigue.eval.jsonl")[0]
+    compact = build_context(record, TASKS["pmdata_fatigue"], tokenizer, True, "compact")
+    pubmedqa = build_context(
+        read_jsonl(all_records / "pubmedqa" / "answer.eval.jsonl")[0],
+        TASKS["pubmedqa_answer"],
+        tokenizer,
+        True,
+    )
+    assert compact.endswith("The predicted fatigue level is") and pubmedqa.endswith("The answer is")
+    assert answer_continuation("yes", pubmedqa) == " yes."
 
 
 def test_common_prefix_keeps_one_token_for_every_candidate():
@@ -64,7 +111,7 @@ def test_shared_prefix_cache_gives_the_same_scores(embedded, pmdata_records):
     train = read_jsonl(pmdata_records / "pmdata" / "stress.train.jsonl")
     record = read_jsonl(pmdata_records / "pmdata" / "stress.eval.jsonl")[3]
     context = build_context(record, spec, tokenizer, True, "compact", examples=train[:2])
-    continuations = [answer_continuation(label) for label in spec.label_space]
+    continuations = [answer_continuation(label, context) for label in spec.label_space]
     scorer = LabelScorer(model, tokenizer)
     plain = scorer.score(context, continuations, special_tokens=False)
     prefix = shared_prefix(context, record, spec, "compact")

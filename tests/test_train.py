@@ -108,7 +108,7 @@ def test_completion_is_the_continuation_the_scorer_ranks(all_records):
             continue
         record = read_records(all_records, spec.dataset, spec.name, "train")[0]
         spoken = spec.spoken_answers[spec.label_space.index(str(record["label"]))]
-        assert completion(record, spec).startswith(answer_continuation(spoken)), key
+        assert completion(record, spec).startswith(answer_continuation(spoken, "compact prompt")), key
 
 
 def test_padding_free_batch_equals_separate_forwards(tiny_model_dir):

@@ -167,6 +167,16 @@ def report(params_file: Path) -> None:
 
 
 @cli.command()
+def readme() -> None:
+    """Copy the report stage's reports/summary.md into README.md's results block."""
+    from healthslm.paths import SUMMARY_FILE
+    from healthslm.summary import update_readme
+
+    changed = update_readme(SUMMARY_FILE)
+    click.echo(f"README.md: results block {'updated from' if changed else 'already matches'} {SUMMARY_FILE}")
+
+
+@cli.command()
 @params_option
 def export(params_file: Path) -> None:
     """The fine-tuned model as GGUF f16 (llama.cpp's converter) -> artifacts/gguf/model-f16.gguf."""

@@ -15,11 +15,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from healthslm import metrics
+from healthslm.data.registry import all_tasks
 from healthslm.errors import HealthSLMError
 from healthslm.html import markdown_to_html
 from healthslm.io import atomic_dir, write_text
 from healthslm.metrics import LOWER_IS_BETTER
-from healthslm.paths import COMPARE_DIR, FT_METRICS_FILE, METRICS_FILE, TRAINING_SUMMARY
+from healthslm.paths import COMPARE_DIR, FT_METRICS_FILE, METRICS_FILE, TRAINING_SUMMARY, predictions_dir
 from healthslm.plots import pyplot, save_png
 
 EVAL_METRICS = (METRICS_FILE.as_posix(), FT_METRICS_FILE.as_posix())  # the evaluate stages' metrics
@@ -114,6 +118,111 @@ def task_table(diff: dict[str, dict]) -> list[str]:
             f"| {_delta(old, new)} | {verdict(metric, old, new)} | {baselines[0]} | {baselines[1]} |"
         )
     return lines
+
+
+def _predictions(rev: Rev, mode: str, task: str) -> dict[str, dict] | None:
+    """One revision's prediction rows of a task and mode by id, if its outputs are in the workspace or the
+    DVC cache; None otherwise (the change then has no paired interval)."""
+    path = predictions_dir(mode) / f"{task}.jsonl"
+    try:
+        if rev.sha is None:
+            text = path.read_text(encoding="utf-8")
+        else:
+            import dvc.api
+
+            text = dvc.api.read(path.as_posix(), rev=rev.sha, encoding="utf-8")
+    except Exception:  # noqa: BLE001 - any reason the rows are unavailable means: no paired interval
+        return None
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return {row["id"]: row for row in rows if "gold" in row}
+
+
+def paired_change(base: Rev, target: Rev, mode: str, task: str, samples: int = 1000) -> dict | None:
+    """Target − base on the rows both scored, paired by row: the change's 95 % interval and verdict."""
+    spec = all_tasks().get(task)
+    old, new = _predictions(base, mode, task), _predictions(target, mode, task)
+    if spec is None or not old or not new or not (common := sorted(old.keys() & new.keys())):
+        return None
+    gold = [new[i]["gold"] for i in common]
+    bounds = metrics.label_range(spec, gold)
+
+    def losses(rows: dict) -> np.ndarray:
+        answers = metrics.worst_answers(spec, gold, [rows[i]["answer"] for i in common], bounds)
+        return metrics.per_example(spec, gold, answers)
+
+    return metrics.paired(spec, losses(new), losses(old), samples, seed=0) | {"n": len(common)}
+
+
+def _key(mode: str, task: str, metric: str) -> str:
+    """The metrics-file key of the model's metric (the invalid rate sits beside the systems)."""
+    return f"{mode}.{task}.{metric}" if metric == "invalid_rate" else f"{mode}.{task}.model.{metric}"
+
+
+def _verdict_keys(diff: dict[str, dict], mode: str, task: str) -> list[str]:
+    prefix = f"{mode}.{task}.paired."
+    return sorted(k for k in diff if k.startswith(prefix) and k.endswith(".verdict"))
+
+
+def _outside(diff: dict[str, dict], mode: str, task: str, metric: str) -> bool:
+    """One side's value outside the other side's 95 % interval."""
+    value = diff[_key(mode, task, metric)]
+    for side, other in (("old", "new"), ("new", "old")):
+        low = diff.get(f"{_key(mode, task, metric)}_ci_low", {}).get(side)
+        high = diff.get(f"{_key(mode, task, metric)}_ci_high", {}).get(side)
+        if None not in (low, high, value.get(other)) and not low <= value[other] <= high:
+            return True
+    return False
+
+
+def moved(mode: str, task: str, metric: str, diff: dict[str, dict], change: dict | None) -> bool:
+    """Whether a headline metric moved beyond noise: the paired interval of the change excludes zero (where
+    both sides' predictions exist), else one side's value lies outside the other's interval. A changed
+    verdict against a baseline, or a changed invalid rate, always counts."""
+    if any(diff[k].get("old") != diff[k].get("new") for k in _verdict_keys(diff, mode, task)):
+        return True
+    value = diff[_key(mode, task, metric)]
+    if metric == "invalid_rate" or not all(isinstance(value.get(s), int | float) for s in ("old", "new")):
+        return value.get("old") != value.get("new")
+    if change is not None:
+        return change["verdict"] != "no difference"
+    return _outside(diff, mode, task, metric)
+
+
+def _change_row(mode: str, task: str, name: str, diff: dict[str, dict], change: dict | None) -> str:
+    old, new = diff[_key(mode, task, name)].get("old"), diff[_key(mode, task, name)].get("new")
+    interval = "—"
+    if change:
+        interval = (
+            f"{change['diff']:+.3f} [{change['ci_low']:+.3f}, {change['ci_high']:+.3f}] ({change['n']})"
+        )
+    verdicts = " · ".join(
+        f"{k.split('.')[3]}: {diff[k].get('old') or '—'} → {diff[k].get('new') or '—'}"
+        for k in _verdict_keys(diff, mode, task)
+    )
+    arrow = "↓" if lower_is_better(name) else "↑"
+    return (
+        f"| {mode} | {task} | {name} {arrow} | {_fmt(old)} | {_fmt(new)} | {_delta(old, new)} | {interval} "
+        f"| {verdicts or '—'} |"
+    )
+
+
+def changes_table(diff: dict[str, dict], base: Rev, target: Rev) -> list[str]:
+    """The task rows whose headline metric, invalid rate or verdict moved beyond noise."""
+    lines = [
+        "| mode | task | metric | base | target | Δ | change, paired 95% CI (rows) "
+        "| verdict vs baselines, base → target |",
+        "|---|---|---|--:|--:|--:|---|---|",
+    ]
+    tasks = all_tasks()
+    for mode, task in sorted({tuple(k.split(".")[:2]) for k in diff if k.count(".") >= 2}):
+        if task not in tasks:
+            continue
+        headline = tasks[task].metric if _key(mode, task, tasks[task].metric) in diff else "rouge_l"
+        change = paired_change(base, target, mode, task) if tasks[task].label_kind != "text" else None
+        for name, paired in ((headline, change), ("invalid_rate", None)):
+            if _key(mode, task, name) in diff and moved(mode, task, name, diff, paired):
+                lines.append(_change_row(mode, task, name, diff, paired))
+    return lines if len(lines) > 2 else []
 
 
 def other_metrics_table(path: str, diff: dict[str, dict], only_changed: bool) -> list[str]:
@@ -231,6 +340,7 @@ def compare(base_name: str | None, target_name: str | None, out_dir: Path = COMP
     revs = _dvc_revs(base, target)
     metrics = json.loads(_run(["dvc", "metrics", "diff", *revs, "--all", "--json"]) or "{}")
     params = json.loads(_run(["dvc", "params", "diff", *revs, "--json"]) or "{}")
+    eval_diff = {k: v for path in EVAL_METRICS for k, v in metrics.get(path, {}).items()}
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
         plots = plot_images(base, target, tmp / "images")
@@ -241,9 +351,18 @@ def compare(base_name: str | None, target_name: str | None, out_dir: Path = COMP
             f"({(target.sha or 'workspace')[:10]}). ▲/▼: better/worse for that metric (↑ higher is better, "
             "↓ lower is better); baselines are the target's, on the same examples.",
             "",
-            "### Model vs baselines, per task",
+            "### What changed beyond noise",
             "",
-            *task_table({k: v for path in EVAL_METRICS for k, v in metrics.get(path, {}).items()}),
+            *(
+                changes_table(eval_diff, base, target)
+                or ["Nothing: no headline metric, invalid rate or verdict moved beyond its 95 % interval."]
+            ),
+            "",
+            "<details><summary>Every task row: model vs baselines</summary>",
+            "",
+            *task_table(eval_diff),
+            "",
+            "</details>",
             "",
             "### Other metrics that changed",
             "",

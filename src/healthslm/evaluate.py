@@ -18,6 +18,7 @@ import hashlib
 import json
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,15 +36,46 @@ from healthslm.generation import (
     parse_answer,
 )
 from healthslm.io import atomic_dir, write_json, write_jsonl
+from healthslm.leakage import leaked_ids, overlap_groups
 from healthslm.models import finetuned as models
 from healthslm.params import Params
 from healthslm.paths import PLOTS_DIR, PREDICTIONS_DIR, RECORDS_DIR, metrics_file, model_group
 from healthslm.plots import write_plots
-from healthslm.prepare import available_tasks, fewshot_path, read_records
+from healthslm.prepare import available_tasks, eval_sample, fewshot_path, read_records
 from healthslm.prompts import answer_continuation, build_context, shared_prefix
-from healthslm.resources import PeakMemory
+from healthslm.resources import PeakMemory, cpu_name
 from healthslm.scoring import LabelScorer
 from healthslm.tasks import TaskSpec
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """One task's scored rows: the same for every mode and model of a run."""
+
+    train: list[dict]
+    test: list[dict]  # the eval.limit sample, in file order
+    groups: np.ndarray | None  # resampling clusters (overlapping windows), None = row by row
+    clusters: int  # clusters among the scored rows
+    leaked: frozenset[str]  # ids of rows with a copy in a train split the model or a baseline saw
+
+
+def eval_set(spec: TaskSpec, records_dir: Path, params: Params) -> EvalSet:
+    train = read_records(records_dir, spec.dataset, spec.name, "train")
+    split = read_records(records_dir, spec.dataset, spec.name, "eval")
+    test = eval_sample(split, spec, params.eval.limit, params.base.seed)
+    groups = None
+    if (by_row := overlap_groups(split, spec.dataset)) is not None:
+        cluster = {record["id"]: group for record, group in zip(split, by_row, strict=True)}
+        groups = np.array([cluster[record["id"]] for record in test])
+    others = [
+        read_records(records_dir, spec.dataset, other.name, "train")
+        for other in available_tasks([spec.dataset], records_dir)
+        if other.name != spec.name and other.label_kind != "text"
+    ]
+    similarity = params.validate_.near_duplicate_similarity
+    leaked = leaked_ids(test, train, others, similarity) if spec.label_kind != "text" else set()
+    clusters = len(set(groups.tolist())) if groups is not None else len(test)
+    return EvalSet(train, test, groups, clusters, frozenset(leaked))
 
 
 @dataclass
@@ -57,6 +89,7 @@ class Runner:
     prompt_format: str
     scorer: LabelScorer
     numbers: NumberDecoder
+    sets: dict[str, EvalSet] = field(default_factory=dict)  # per task, shared by the modes
     latencies: list[float] = field(default_factory=list)
     ttfts: list[float] = field(default_factory=list)
     decode_rates: list[float] = field(default_factory=list)
@@ -91,7 +124,7 @@ class Runner:
             row |= {"raw": raw, "answer": spec.label_of_answer(spoken) if spoken is not None else None}
         elif spec.closed:
             logprobs = self.scorer.score(
-                context, [answer_continuation(a) for a in spec.spoken_answers], special
+                context, [answer_continuation(a, context) for a in spec.spoken_answers], special
             )
             row["answer"] = spec.parse_label(spec.label_space[int(np.argmax(logprobs))])
             row["scores"] = dict(zip(spec.spoken_answers, (round(v, 4) for v in logprobs), strict=True))
@@ -100,12 +133,16 @@ class Runner:
         return row | {"gold": record["label"]}
 
 
-def _fewshot_examples(spec: TaskSpec, shots: int, records_dir: Path, train: list[dict]) -> list[dict]:
+def _fewshot_examples(
+    spec: TaskSpec, shots: int, records_dir: Path, train: list[dict]
+) -> tuple[list[dict], dict]:
+    """The k-shot pool's records and where the pool comes from (the seed's file, or our seeded draw)."""
     if not shots:
-        return []
-    pool = json.loads(fewshot_path(records_dir, spec.dataset, spec.name).read_text())[str(shots)]
+        return [], {}
+    pools = json.loads(fewshot_path(records_dir, spec.dataset, spec.name).read_text())
     by_id = {r["id"]: r for r in train}
-    return [by_id[record_id] for record_id in pool]
+    source = pools.get("sources", {}).get(str(shots), "drawn from train (seeded)")
+    return [by_id[record_id] for record_id in pools[str(shots)]], {"fewshot_pool": source}
 
 
 def predict(runner: Runner, spec: TaskSpec, test: list[dict], examples: list[dict], label: str) -> list[dict]:
@@ -149,19 +186,55 @@ def explain(runner: Runner, spec: TaskSpec, test: list[dict]) -> tuple[list[dict
     return rows, [record["output"] for record in test]
 
 
-def label_metrics(
-    spec: TaskSpec, rows: list[dict], train: list[dict], test: list[dict], params: Params
-) -> dict:
-    gold = [row["gold"] for row in rows]
-    predicted = [row["answer"] for row in rows]
-    invalid = sum(p is None for p in predicted)
-    samples, seed = params.eval.bootstrap_samples, params.base.seed
-    result: dict = {"n": len(rows), "invalid_rate": round(invalid / max(len(rows), 1), 4)}
-    result["model"] = metrics.score_answers(spec, gold, predicted, samples, seed)
-    for name, values in baseline_predictions(spec, train, test, seed).items():
-        result[name] = metrics.score(spec, gold, values, samples, seed)
+def label_distribution(spec: TaskSpec, gold: list) -> dict:
+    """What was scored: counts per label, or for a continuous label its quartiles."""
     if spec.closed:
-        result["confusion"] = metrics.confusion(spec, gold, predicted)
+        counts = Counter(str(g) for g in gold)
+        return {label: counts[label] for label in map(str, map(spec.parse_label, spec.label_space))}
+    q = np.percentile(np.array(gold, dtype=float), [0, 25, 50, 75, 100])
+    return dict(zip(("min", "q1", "median", "q3", "max"), (round(float(v), 3) for v in q), strict=True))
+
+
+def label_metrics(spec: TaskSpec, rows: list[dict], data: EvalSet, params: Params) -> dict:
+    """Model and baselines on the same rows, each model − baseline difference paired by row, on all rows and
+    on the leak-free rows."""
+    gold = [row["gold"] for row in rows]
+    samples, seed, groups = params.eval.bootstrap_samples, params.base.seed, data.groups
+    bounds = metrics.label_range(spec, [r["label"] for r in data.train])
+    answers = {"model": [row["answer"] for row in rows]}
+    answers |= baseline_predictions(spec, data.train, data.test, seed)
+    invalid = sum(a is None for a in answers["model"])
+    result: dict = {
+        "n": len(rows),
+        "invalid_rate": round(invalid / max(len(rows), 1), 4),
+        "labels": label_distribution(spec, gold),
+        "resampling": f"{data.clusters} clusters of overlapping windows" if groups is not None else "rows",
+    }
+    losses = {}
+    for name, values in answers.items():
+        result[name] = metrics.score_answers(spec, gold, values, samples, seed, groups, bounds)
+        losses[name] = metrics.per_example(spec, gold, metrics.worst_answers(spec, gold, values, bounds))
+    baselines = [name for name in answers if name != "model"]
+    result["paired"] = {
+        name: metrics.paired(spec, losses["model"], losses[name], samples, seed, groups) for name in baselines
+    }
+    keep = np.array([row["id"] not in data.leaked for row in rows])
+    kept_groups = groups[keep] if groups is not None else None
+    result["leak_free"] = {"n": int(keep.sum())} | (
+        {name: float(values[keep].mean()) for name, values in losses.items()}
+        | {
+            "paired": {
+                name: metrics.paired(
+                    spec, losses["model"][keep], losses[name][keep], samples, seed, kept_groups
+                )
+                for name in baselines
+            }
+        }
+        if keep.any()
+        else {}
+    )
+    if spec.closed:
+        result["confusion"] = metrics.confusion(spec, gold, answers["model"])
     return result
 
 
@@ -188,6 +261,7 @@ def efficiency(runner: Runner, wall: float, choice: models.ModelChoice, peak: Pe
         "ttft_mean_s": round(float(np.mean(runner.ttfts)), 4) if runner.ttfts else None,
         "decode_tokens_per_s": round(float(np.mean(runner.decode_rates)), 2) if runner.decode_rates else None,
         "peak_rss_mb": peak.mb,
+        "cpu": cpu_name(),
         "peak_rss_scope": peak.scope,  # work: this mode's own peak (Linux); process: the process's
         "params_m": round(sum(p.numel() for p in runner.model.parameters()) / 1e6, 2),
         "disk_mb": _disk_mb(choice.location),
@@ -214,20 +288,21 @@ def _run_mode(runner: Runner, mode: str, records_dir: Path, out: Path, plots_dir
     params, shots = runner.params, int(mode.split("-")[1]) if mode.startswith("fs-") else 0
     results: dict = {}
     for spec in available_tasks(params.data.datasets, records_dir):
-        train = read_records(records_dir, spec.dataset, spec.name, "train")
-        test = read_records(records_dir, spec.dataset, spec.name, "eval")
+        if spec.label_kind == "text" and shots:
+            continue
+        if spec.key not in runner.sets:
+            runner.sets[spec.key] = eval_set(spec, records_dir, params)
+        data = runner.sets[spec.key]
+        text_sample = eval_sample(data.test, spec, params.eval.text_limit, params.base.seed)
         if spec.label_kind == "text":
-            if shots:
-                continue
-            rows, references = explain(runner, spec, test[: params.eval.text_limit])
+            rows, references = explain(runner, spec, text_sample)
             results[spec.key] = text_metrics(rows, references, params)
         else:
-            test = test[: params.eval.limit]
-            examples = _fewshot_examples(spec, shots, records_dir, train)
-            rows = predict(runner, spec, test, examples, f"{mode} {spec.key}")
-            results[spec.key] = label_metrics(spec, rows, train, test, params)
-            if spec.input_first and not shots:  # IMHI: also the explanation, against gpt-3.5's
-                text_rows, references = explain(runner, spec, test[: params.eval.text_limit])
+            examples, source = _fewshot_examples(spec, shots, records_dir, data.train)
+            rows = predict(runner, spec, data.test, examples, f"{mode} {spec.key}")
+            results[spec.key] = label_metrics(spec, rows, data, params) | source
+            if spec.explained and not shots:  # IMHI: also the explanation, against gpt-3.5's
+                text_rows, references = explain(runner, spec, text_sample)
                 write_jsonl(out / f"{spec.key}_explanation.jsonl", text_rows)
                 results[f"{spec.key}_explanation"] = text_metrics(text_rows, references, params)
         write_jsonl(out / f"{spec.key}.jsonl", rows)
@@ -277,6 +352,8 @@ def summary_line(mode: str, spec: TaskSpec, result: dict) -> str:
     )
     if "majority" in result:
         line += f" | majority {result['majority'][metric]:.3f} | classical {result['classical'][metric]:.3f}"
+        verdicts = {name: paired["verdict"] for name, paired in result["paired"].items()}
+        line += " | vs " + ", ".join(f"{name}: {verdict}" for name, verdict in verdicts.items())
     if result.get("invalid_rate"):
         line += f" | invalid {result['invalid_rate']:.1%}"
     return line + f" (n={result['n']})"

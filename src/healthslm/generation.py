@@ -105,14 +105,16 @@ _NUMBER = r"(\d+(?:\.\d+)?)"
 
 
 def parse_answer(spec: TaskSpec, generated: str) -> str | None:
-    """The seed's parsing: its regex on "<answer template> <output>", else the first number / answer word.
+    """The seed's parsing: its regex on "<answer template> <output>", else the first number / answer word of
+    the output. (The seed's fallback searched the template too, so "PHQ-4" in GLOBEM's template read as a
+    valid answer "4" whatever the model said; ours searches only what the model wrote.)
 
     Returns one of the task's spoken answers (closed tasks) or a number as text, or None (invalid).
     """
     text = f"{spec.answer_prefix} {generated.strip()}" if spec.answer_prefix else generated
     if spec.label_kind in ("int", "float") or spec.spoken_answers[0].isdigit():
         match = re.search(re.escape(spec.answer_prefix) + r":?\s*" + _NUMBER, text) or re.search(
-            _NUMBER, text
+            _NUMBER, generated
         )
         if not match:
             return None

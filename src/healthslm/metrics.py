@@ -1,11 +1,13 @@
-"""Task metrics (scikit-learn) with 95 % bootstrap confidence intervals (scipy)."""
+"""Task metrics (scikit-learn) with 95 % bootstrap intervals, paired model-vs-baseline differences.
+
+Resampling unit: a row, or a cluster of rows whose inputs overlap (PMData's 14-day windows share days, so
+neighbouring windows are not independent draws; resampling them one by one gives intervals too narrow).
+The bootstrap is written here because scipy's `bootstrap` resamples rows, not clusters.
+"""
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-from scipy.stats import bootstrap
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
@@ -18,35 +20,108 @@ from sklearn.metrics import (
 from healthslm.tasks import TaskSpec
 
 LOWER_IS_BETTER = {"mae", "rmse", "invalid_rate"}
+VERDICTS = ("better", "worse", "no difference")
 
 
-def mean_ci(per_example: np.ndarray, samples: int, seed: int) -> tuple[float, float]:
+def _cluster_means(values: np.ndarray, groups: np.ndarray | None, samples: int, seed: int) -> np.ndarray:
+    """Bootstrap means: whole clusters drawn with replacement (no groups: each row is its own)."""
+    if groups is None:
+        groups = np.arange(len(values))
+    _, inverse = np.unique(groups, return_inverse=True)
+    sums = np.bincount(inverse, weights=values)
+    counts = np.bincount(inverse).astype(float)
+    picks = np.random.default_rng(seed).integers(0, len(sums), size=(samples, len(sums)))
+    return sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+
+
+def mean_ci(
+    per_example: np.ndarray, samples: int, seed: int, groups: np.ndarray | None = None
+) -> tuple[float, float]:
     """95 % percentile-bootstrap interval of a mean of per-example scores."""
+    per_example = np.asarray(per_example, dtype=float)
+    if per_example.size == 0:
+        return float("nan"), float("nan")
     if np.ptp(per_example) == 0:
         value = float(per_example[0])
         return value, value
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = bootstrap(
-            (per_example,), np.mean, n_resamples=samples, method="percentile", rng=np.random.default_rng(seed)
-        )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+    low, high = np.percentile(_cluster_means(per_example, groups, samples, seed), [2.5, 97.5])
+    return float(low), float(high)
 
 
-def score_answers(spec: TaskSpec, gold: list, predicted: list, samples: int, seed: int) -> dict[str, float]:
-    """`score` where an answer may be None (no valid answer), counted as the seed counts it."""
-    if spec.metric == "accuracy":  # an invalid answer is a wrong answer
-        sentinel = -1 if spec.label_kind == "int" else "<invalid>"
-        return score(spec, gold, [sentinel if p is None else p for p in predicted], samples, seed)
-    pairs = [(g, p) for g, p in zip(gold, predicted, strict=True) if p is not None]  # errors of valid ones
-    return score(spec, *map(list, zip(*pairs, strict=True)), samples, seed) if pairs else {}
-
-
-def score(spec: TaskSpec, gold: list, predicted: list, samples: int, seed: int) -> dict[str, float]:
-    """The task's headline metric with its CI, plus the companion metrics."""
+def per_example(spec: TaskSpec, gold: list, predicted: list) -> np.ndarray:
+    """What the headline metric averages: 1/0 correct (accuracy) or the absolute error (MAE)."""
     if spec.metric == "accuracy":
-        correct = np.array([str(p) == str(g) for p, g in zip(predicted, gold, strict=True)], dtype=float)
-        low, high = mean_ci(correct, samples, seed)
+        return np.array([str(p) == str(g) for p, g in zip(predicted, gold, strict=True)], dtype=float)
+    return np.abs(np.array(gold, dtype=float) - np.array(predicted, dtype=float))
+
+
+def paired(
+    spec: TaskSpec,
+    model: np.ndarray,
+    baseline: np.ndarray,
+    samples: int,
+    seed: int,
+    groups: np.ndarray | None = None,
+) -> dict:
+    """Model − baseline on the same rows, its paired bootstrap interval and the verdict at 95 %."""
+    diff = np.asarray(model, dtype=float) - np.asarray(baseline, dtype=float)
+    low, high = mean_ci(diff, samples, seed, groups)
+    good_low, good_high = (-high, -low) if spec.metric in LOWER_IS_BETTER else (low, high)
+    verdict = "better" if good_low > 0 else "worse" if good_high < 0 else "no difference"
+    return {"diff": float(diff.mean()), "ci_low": low, "ci_high": high, "verdict": verdict}
+
+
+def worst_answers(spec: TaskSpec, gold: list, predicted: list, label_range: tuple[float, float]) -> list:
+    """Predictions with each invalid answer (None) replaced by a wrong one: for accuracy any non-label, for
+    an error metric the end of the label range farthest from the gold value (the largest possible error)."""
+    if spec.metric == "accuracy":
+        sentinel = -1 if spec.label_kind == "int" else "<invalid>"
+        return [sentinel if p is None else p for p in predicted]
+    low, high = label_range
+    return [
+        p if p is not None else (low if abs(float(g) - low) >= abs(float(g) - high) else high)
+        for g, p in zip(gold, predicted, strict=True)
+    ]
+
+
+def label_range(spec: TaskSpec, train_labels: list) -> tuple[float, float]:
+    """The task's label space, or for a continuous task the range of its train labels (error metrics)."""
+    if spec.metric == "accuracy":
+        return 0.0, 0.0  # unused: an invalid answer is simply wrong
+    values = [float(v) for v in spec.label_space] if spec.closed else [float(v) for v in train_labels]
+    return min(values), max(values)
+
+
+def score_answers(
+    spec: TaskSpec,
+    gold: list,
+    predicted: list,
+    samples: int,
+    seed: int,
+    groups: np.ndarray | None = None,
+    bounds: tuple[float, float] | None = None,
+) -> dict[str, float]:
+    """`score` over every row, an invalid answer (None) counted as the worst answer (`worst_answers`). The
+    seed scores error metrics over the valid answers only: that figure is `<metric>_valid_only`."""
+    if bounds is None:
+        bounds = label_range(spec, gold)
+    result = score(spec, gold, worst_answers(spec, gold, predicted, bounds), samples, seed, groups)
+    valid = [(g, p) for g, p in zip(gold, predicted, strict=True) if p is not None]
+    if spec.metric != "accuracy" and len(valid) < len(gold):
+        result[f"{spec.metric}_valid_only"] = (
+            float(np.mean([abs(float(g) - float(p)) for g, p in valid])) if valid else None
+        )
+        result["n_valid"] = len(valid)
+    return result
+
+
+def score(
+    spec: TaskSpec, gold: list, predicted: list, samples: int, seed: int, groups: np.ndarray | None = None
+) -> dict[str, float]:
+    """The task's headline metric with its CI, plus the companion metrics."""
+    values = per_example(spec, gold, predicted)
+    low, high = mean_ci(values, samples, seed, groups)
+    if spec.metric == "accuracy":
         labels = [spec.parse_label(v) for v in spec.label_space]
         gold_text, predicted_text = [str(g) for g in gold], [str(p) for p in predicted]
         return {
@@ -58,7 +133,6 @@ def score(spec: TaskSpec, gold: list, predicted: list, samples: int, seed: int) 
         }
     y_true = np.array(gold, dtype=float)
     y_pred = np.array(predicted, dtype=float)
-    low, high = mean_ci(np.abs(y_true - y_pred), samples, seed)
     return {
         "mae": float(mean_absolute_error(y_true, y_pred)),
         "mae_ci_low": low,

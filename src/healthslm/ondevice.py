@@ -28,7 +28,7 @@ from healthslm.params import Params
 from healthslm.paths import GGUF_DIR, ONDEVICE_FIGURE, ONDEVICE_FILE, RECORDS_DIR, predictions_dir
 from healthslm.prepare import available_tasks, read_records
 from healthslm.prompts import answer_continuation, build_context
-from healthslm.resources import peak_rss_mb
+from healthslm.resources import cpu_name, peak_rss_mb
 from healthslm.tasks import TaskSpec
 
 FT_PREDICTIONS = predictions_dir("ft")
@@ -158,12 +158,11 @@ def closed_task_items(
         rows = read_jsonl(path) if path.exists() else []
         by_id = {r["id"]: r for r in records}
         chosen = [by_id[row["id"]] for row in rows] or records[: params.export.bench_prompts]
-        continuations = [answer_continuation(a) for a in spec.spoken_answers]
-        items = [
-            scorer.tokenize(build_context(record, spec, tokenizer, use_chat, prompt_format), continuations,
-                            not use_chat)
-            for record in chosen
-        ]  # fmt: skip
+        items = []
+        for record in chosen:
+            context = build_context(record, spec, tokenizer, use_chat, prompt_format)
+            continuations = [answer_continuation(a, context) for a in spec.spoken_answers]
+            items.append(scorer.tokenize(context, continuations, not use_chat))
         out.append((spec, rows, items))
     if not out:
         raise HealthSLMError(f"{records_dir}: no closed task in data.datasets to build prompts from")
@@ -219,7 +218,8 @@ def ondevice(
         row["fraction_of_bound"] = round(row["decode_tokens_per_s"] / row["bound_tokens_per_s"], 3)
         row["tasks"] = _accuracy(tasks, row.pop("scores", None), params)
         echo(_summary_line(name, row))
-    result = {"bandwidth_gbs": bandwidth, "n_threads": threads, "prompts": len(prompts), **engines}
+    result = {"cpu": cpu_name(), "bandwidth_gbs": bandwidth, "n_threads": threads, "prompts": len(prompts)}
+    result |= engines
     write_json(out_file, result)
     speed_accuracy_figure(engines, figure_file)
     return result

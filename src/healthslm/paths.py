@@ -41,6 +41,8 @@ ONDEVICE_FILE = Path("reports/ondevice.json")
 ONDEVICE_FIGURE = Path("reports/ondevice/speed_vs_accuracy.png")
 
 REPORT_FILE = Path("reports/report.md")
+SUMMARY_FILE = Path("reports/summary.md")  # README's results block
+EVAL_BENCHMARK = Path("reports/benchmarks/eval_speed.json")  # benchmarks/eval_speed.py's output
 FIGURES_DIR = Path("reports/figures")
 COMPARE_DIR = Path("reports/compare")
 

@@ -1,17 +1,22 @@
 """`healthslm prepare --dataset NAME`: raw files in data/ -> instruction records, as JSONL and TOON.
 
 Per task and split: artifacts/records/<dataset>/<task>.<split>.jsonl and .toon (the same records), plus
-<task>.fewshot.json: few-shot pools of k examples drawn deterministically from train only.
+<task>.fewshot.json: few-shot pools of k train examples: the seed's published pools where it has them
+(PMData, AW_FB: 3, 5, 10), else drawn deterministically from train.
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import toon_format
+from sklearn.model_selection import train_test_split
 
 from healthslm.data.registry import DatasetSpec, get_dataset
+from healthslm.errors import HealthSLMError
 from healthslm.io import atomic_dir, read_jsonl, write_json, write_jsonl, write_text
 from healthslm.params import Params
 from healthslm.paths import RECORDS_DIR, SKIPPED_FILE
@@ -41,6 +46,29 @@ def fewshot_pools(train: list[dict], sizes: list[int], seed: int, key: str) -> d
     return {str(k): order[:k] for k in sorted(sizes)}
 
 
+def seed_pool_ids(pool: list[dict], train: list[dict]) -> list[str]:
+    """The train records a published pool consists of (matched on input and output)."""
+    by_text = {(r["input"], r["output"]): r["id"] for r in train}
+    ids = []
+    for index, example in enumerate(pool):
+        if (found := by_text.get((example["input"], example["output"]))) is None:
+            file = example["provenance"]["file"]
+            raise HealthSLMError(f"{file} row {index}: few-shot example not found in the train split")
+        ids.append(found)
+    return ids
+
+
+def task_pools(task: TaskSpec, train: list[dict], params: Params, published: dict) -> dict:
+    """{k: ids} for every k of prepare.few_shot_k, the seed's pool where it published one, and `sources`."""
+    pools: dict = fewshot_pools(train, params.prepare.few_shot_k, params.base.seed, task.key)
+    sources = {k: "drawn from train (seeded)" for k in pools}
+    for k, pool in published.get(task.name, {}).items():
+        if str(k) in pools:
+            pools[str(k)] = seed_pool_ids(pool, train)
+            sources[str(k)] = f"the seed's pool ({pool[0]['provenance']['file']})"
+    return pools | {"sources": sources}
+
+
 def available_tasks(datasets: list[str], records_dir: Path) -> list[TaskSpec]:
     """Tasks of the datasets that were prepared (not skipped)."""
     tasks: list[TaskSpec] = []
@@ -48,6 +76,37 @@ def available_tasks(datasets: list[str], records_dir: Path) -> list[TaskSpec]:
         if not (records_dir / name / SKIPPED_FILE).exists():
             tasks += list(get_dataset(name).tasks)
     return tasks
+
+
+def _strata(records: list[dict], spec: TaskSpec, size: int) -> list[str] | None:
+    """What a limited sample keeps the shares of: the label (continuous: its quintile); classes with a
+    single record pooled, as stratifying needs two of each."""
+    if spec.label_kind == "text":
+        return None
+    if spec.closed:
+        labels = [str(r["label"]) for r in records]
+    else:
+        values = np.array([float(r["label"]) for r in records])
+        edges = np.quantile(values, np.linspace(0, 1, min(5, size) + 1)[1:-1])
+        labels = [str(v) for v in np.searchsorted(edges, values)]
+    counts = Counter(labels)
+    return [label if counts[label] > 1 else "rare" for label in labels]
+
+
+def eval_sample(records: list[dict], spec: TaskSpec, limit: int | None, seed: int) -> list[dict]:
+    """`limit` eval records drawn seeded and label-stratified (the same for every mode and model), in file
+    order; all of them without a limit. A first-rows cut would inherit the file's order (label-sorted
+    upstream files, or PMData's fatigue split, whose first 25 labels are only 2 and 3)."""
+    if limit is None or limit >= len(records):
+        return records
+    strata = _strata(records, spec, limit)
+    try:
+        chosen, _ = train_test_split(
+            range(len(records)), train_size=limit, stratify=strata, random_state=seed
+        )
+    except ValueError:  # fewer rows than classes: a plain seeded sample
+        chosen = random.Random(seed).sample(range(len(records)), limit)
+    return [records[i] for i in sorted(chosen)]
 
 
 def split_names(out_dir: Path, dataset: str, task: str) -> list[str]:
@@ -71,10 +130,9 @@ def prepare_dataset(spec: DatasetSpec, params: Params, data_dir: Path, out_dir: 
             write_jsonl(tmp / f"{task}.{split}.jsonl", records)
             write_text(tmp / f"{task}.{split}.toon", toon_format.encode({"records": records}) + "\n")
             echo(f"{spec.name}/{task}.{split}: {len(records)} records")
+        published = spec.fewshot_pools(data_dir / spec.raw_dir) if spec.fewshot_pools else {}
         for task in spec.tasks:
-            pools = fewshot_pools(
-                loaded[(task.name, "train")], params.prepare.few_shot_k, params.base.seed, task.key
-            )
+            pools = task_pools(task, loaded[(task.name, "train")], params, published)
             write_json(tmp / f"{task.name}.fewshot.json", pools)
 
 

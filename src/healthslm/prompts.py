@@ -1,9 +1,11 @@
 """Render instruction records into model prompts, in two formats.
 
-`seed` reproduces HealthSLM-Bench's zero-shot prompt byte for byte: "<instruction> <question>" with
-every number in the question wrapped in double quotes (its inference.py does this), then the task's
-answer template ("The predicted fatigue level is"). The answer is scored as " <answer>.", exactly how
-the seed's reference answers end.
+`seed` reproduces HealthSLM-Bench's prompts byte for byte for its datasets (PMData, AW_FB, GLOBEM): zero-shot
+"<instruction> <question>" with every number in the question wrapped in double quotes, then " " + the answer
+template + " " ("... The predicted fatigue level is ", trailing space included, as its inference.py builds
+it); few-shot, its header and "<instruction> <question> <answer>" examples (numbers unquoted) before that.
+The answer is scored as the text that follows: "<answer>." after the seed's trailing space, " <answer>."
+where the prompt ends without one (our compact prompts, and the datasets the paper does not have).
 
 `compact` carries the same information in fewer tokens: a one-line task, and the readings as a TOON
 object with rounded, rescaled values (steps in hundreds, sleep in hours) and missing values as null.
@@ -54,6 +56,11 @@ def seed_question(record: dict) -> str:
     return f"{record['instruction']} {quoted}"
 
 
+def raw_fields(record: dict) -> dict[str, str]:
+    """The readings of a wearable record's input as written: {"Steps": "[4955.0, 6495.0]", ...}."""
+    return {name: raw.strip() for name, raw in _FIELD.findall(record.get("input") or "")}
+
+
 def _rescale(value: float, divisor: float, decimals: int) -> float | int:
     scaled = round(value / divisor, decimals)
     return int(scaled) if decimals == 0 else scaled
@@ -102,8 +109,9 @@ def question(record: dict, spec: TaskSpec, prompt_format: str) -> str:
     return f"{record['instruction']}\n{record['input']}"
 
 
-def answer_continuation(answer: str) -> str:
-    return f" {answer}."
+def answer_continuation(answer: str, context: str) -> str:
+    """The answer as it follows the prompt: the seed's prompts end in a space, ours do not."""
+    return f"{answer}." if context.endswith(" ") else f" {answer}."
 
 
 def _example(record: dict, spec: TaskSpec, prompt_format: str) -> str:
@@ -135,9 +143,12 @@ def build_context(
     prompt_format: str = "seed",
     examples: list[dict] | None = None,
 ) -> str:
-    """The text the model sees, ending just before the answer (no trailing space)."""
+    """The text the model sees, ending just before the answer: with the seed's trailing space in the seed
+    format of the seed's datasets, without one otherwise."""
     text = fewshot_header(examples or [], spec, prompt_format) + question(record, spec, prompt_format)
     prefix = "" if spec.input_first else spec.answer_prefix
+    if prefix and prompt_format == "seed" and spec.dataset in COMPACT_FIELDS:
+        prefix += " "
     if use_chat_template:
         messages = [{"role": "user", "content": text}]
         head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

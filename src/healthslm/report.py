@@ -15,13 +15,13 @@ from healthslm.data.fetch import load_sources
 from healthslm.data.registry import all_tasks, get_dataset
 from healthslm.html import markdown_to_html
 from healthslm.io import write_text
-from healthslm.metrics import LOWER_IS_BETTER
-from healthslm.models.registry import resolve_model
+from healthslm.models.registry import ModelPreset, resolve_model
 from healthslm.params import Params
 from healthslm.paths import (
     AUGMENT_SUMMARY,
     AUGMENT_VALIDATION,
     DOCS_DIR,
+    EVAL_BENCHMARK,
     FIGURES_DIR,
     FT_METRICS_FILE,
     JUDGE_SUMMARY,
@@ -29,13 +29,16 @@ from healthslm.paths import (
     ONDEVICE_FILE,
     PLOTS_DIR,
     REPORT_FILE,
+    SUMMARY_FILE,
     TOKENS_FILE,
     TRAIN_CURVES_DIR,
     TRAINING_SUMMARY,
 )
 from healthslm.paths import VALIDATION_DIR as SUMMARY_DIR
 from healthslm.plots import pyplot, save_png
+from healthslm.summary import made_by, readme_summary
 from healthslm.tasks import TaskSpec
+from healthslm.verdicts import Verdict, task_verdicts, verdict_figure, verdict_summary
 
 PAPER_COLUMNS = {
     "pmdata_stress": "STRS",
@@ -57,13 +60,34 @@ def paper_reference() -> dict[tuple[str, str], dict[str, str]]:
 
 
 def _paper_value(table: dict, mode: str, model: str | None, spec: TaskSpec) -> str:
-    setting = "lora" if mode == "ft" else mode  # the paper's fine-tuned table is LoRA
-    row = table.get((setting, model or ""))
+    row = table.get((mode, model or ""))
     value = (row or {}).get(PAPER_COLUMNS.get(spec.key, ""), "")
     if not value:
         return "—"
     number = float(value)
     return f"{number / 100:.3f}" if spec.metric == "accuracy" else f"{number:.2f}"
+
+
+def protocol_departures(params: Params, mode: str, result: dict, spec: TaskSpec) -> list[str]:
+    """How this number's protocol differs from HealthSLM-Bench's (greedy generation + regex on its raw
+    prompts, its few-shot pools, all 299 eval rows, its own LoRA runs per task)."""
+    if spec.key not in PAPER_COLUMNS:
+        return ["task not in the paper"]
+    departures = []
+    if mode == "ft":
+        departures.append("our fine-tuning (one model, all tasks)")
+    if params.eval.strategy != "generate":
+        departures.append("likelihood scoring")
+    if params.eval.chat_template:
+        departures.append("chat template")
+    prompt_format = params.train.prompt_format if mode == "ft" else params.eval.prompt_format
+    if prompt_format != "seed":
+        departures.append(f"{prompt_format} prompts")
+    if "seed's pool" not in result.get("fewshot_pool", "the seed's pool"):
+        departures.append("our k-shot pool (the seed has none for this k)")
+    if params.eval.limit is not None:
+        departures.append(f"{result['n']} sampled rows")
+    return departures
 
 
 def _cell(result: dict, metric: str) -> str:
@@ -72,26 +96,51 @@ def _cell(result: dict, metric: str) -> str:
     return f"{result[metric]:.3f} [{result[metric + '_ci_low']:.3f}, {result[metric + '_ci_high']:.3f}]"
 
 
+def _labels(distribution: dict) -> str:
+    if "median" in distribution:
+        return f"median {distribution['median']:g} ({distribution['min']:g}–{distribution['max']:g})"
+    return " ".join(f"{label}:{count}" for label, count in distribution.items() if count)
+
+
+def _difference(verdict: Verdict) -> str:
+    return f"{verdict.diff:+.3f} [{verdict.low:+.3f}, {verdict.high:+.3f}] vs {verdict.baseline}"
+
+
+def _leak_free(verdict: Verdict) -> str:
+    if verdict.leak_free_model is None:
+        return "0 rows"
+    return (
+        f"{verdict.leak_free_n}: {verdict.leak_free_model:.3f} vs {verdict.leak_free_baseline:.3f}, "
+        f"{verdict.leak_free_verdict}"
+    )
+
+
 def results_table(metrics: dict, params: Params, paper_model: str | None) -> list[str]:
     table = paper_reference()
+    tasks = all_tasks()
     lines = [
-        "| mode | task | metric | n | model [95% CI] | invalid | majority/median [95% CI] "
-        f"| classical [95% CI] | paper, {paper_model or 'same model'} | paper, SLM mean |",
-        "|---|---|---|--:|---|--:|---|---|--:|--:|",
+        "| mode | task | metric | n | labels scored | model [95% CI] | invalid | majority [95% CI] "
+        "| classical [95% CI] | model − best baseline [paired 95% CI] | verdict | leak-free rows: model vs "
+        f"baseline | paper, {paper_model or 'same model'} | paper, SLM mean | protocol vs the paper |",
+        "|---|---|---|--:|---|---|--:|---|---|---|---|---|--:|--:|---|",
     ]
-    for mode in params.eval.mode:
-        for key, spec in all_tasks().items():
-            result = metrics.get(mode, {}).get(key)
-            if not result or "majority" not in result:
-                continue
-            metric = spec.metric
-            arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
-            lines.append(
-                f"| {mode} | {key} | {metric} {arrow} | {result['n']} | {_cell(result['model'], metric)} "
-                f"| {result['invalid_rate']:.1%} | {_cell(result['majority'], metric)} "
-                f"| {_cell(result['classical'], metric)} | {_paper_value(table, mode, paper_model, spec)} "
-                f"| {_paper_value(table, mode, 'SLM_mean', spec)} |"
-            )
+    for verdict in task_verdicts(metrics, params.eval.mode):
+        spec, result = tasks[verdict.task], metrics[verdict.mode][verdict.task]
+        arrow = "↓" if verdict.lower_is_better else "↑"
+        departures = protocol_departures(params, verdict.mode, result, spec)
+        paper = (
+            ["—", "—"]
+            if departures
+            else [_paper_value(table, verdict.mode, m, spec) for m in (paper_model, "SLM_mean")]
+        )
+        protocol = "; ".join(departures) or "same"
+        lines.append(
+            f"| {verdict.mode} | {verdict.task} | {verdict.metric} {arrow} | {verdict.n} "
+            f"| {_labels(result['labels'])} | {_cell(result['model'], verdict.metric)} "
+            f"| {result['invalid_rate']:.1%} | {_cell(result['majority'], verdict.metric)} "
+            f"| {_cell(result['classical'], verdict.metric)} | {_difference(verdict)} "
+            f"| **{verdict.verdict}** | {_leak_free(verdict)} | {paper[0]} | {paper[1]} | {protocol} |"
+        )
     return lines
 
 
@@ -205,15 +254,28 @@ ONDEVICE_COLUMNS = (
 )
 
 
-def ondevice_section(ondevice: dict | None) -> list[str]:
+def weights_note(preset: ModelPreset) -> str:
+    """What the `hf` engine runs, and how to read the quantized ones against it."""
+    note = f"`hf` is the deployed model in transformers, fp32; its base weights: {preset.provenance}."
+    if preset.prequantized:
+        note += (
+            f" Those weights were rounded to {preset.prequantized} once already, so each GGUF type here is a "
+            f"second rounding of them: its accuracy loss is against the dequantized {preset.prequantized} "
+            "model, not against full-precision weights."
+        )
+    return note
+
+
+def ondevice_section(ondevice: dict | None, preset: ModelPreset) -> list[str]:
     if not ondevice:
         return ["No on-device export in this run."]
     engines = {name: row for name, row in ondevice.items() if isinstance(row, dict)}
     lines = [
-        f"Each GGUF on llama.cpp beside the HF model (transformers, fp32), {ondevice['n_threads']} threads, "
-        f"batch 1, {ondevice['prompts']} task prompts, each engine in its own process. Decoding reads every "
-        f"weight once per token, so tokens/s ≤ memory bandwidth / weight bytes; bandwidth measured in the "
-        f"same run: {ondevice['bandwidth_gbs']} GB/s.",
+        f"Each GGUF on llama.cpp beside the HF model, {ondevice['n_threads']} threads on "
+        f"{ondevice.get('cpu', 'an unrecorded CPU')}, batch 1, {ondevice['prompts']} task prompts, each "
+        "engine in its own process. Decoding reads every weight once per token, so tokens/s ≤ memory "
+        "bandwidth / weight bytes; bandwidth measured in the "
+        f"same run: {ondevice['bandwidth_gbs']} GB/s. {weights_note(preset)}",
         "",
         "| engine | " + " | ".join(ONDEVICE_COLUMNS) + " |",
         "|---|" + "--:|" * len(ONDEVICE_COLUMNS),
@@ -366,7 +428,10 @@ def data_section(validations: dict[str, dict]) -> list[str]:
             if s.endswith(".train")
         )
         leaks = ", ".join(
-            f"{v['rate']:.1%} ({v['exact']} exact, {v['near']} near)" for v in summary["leakage"].values()
+            f"{v['rate']:.1%} ({v['exact']} exact, {v['near']} near"
+            + (f"; {v['cross_task']} in another task's train" if v.get("cross_task") else "")
+            + ")"
+            for v in summary["leakage"].values()
         )
         gate = "pass" if summary["success"] else "FAIL"
         docs = f"[docs]({DOCS_DIR.relative_to('reports')}/{name}/index.html)"
@@ -401,23 +466,47 @@ def render(
     lines = [
         "# healthslm report",
         "",
-        f"Model **{params.model}** ({preset.hf_id or preset.local_path}) · "
+        f"Model **{params.model}**: {preset.provenance} · "
         f"modes `{', '.join(params.eval.mode)}` · "
         f"answer strategy `{params.eval.strategy}` · prompt format `{params.eval.prompt_format}` · "
         f"chat template {'on' if params.eval.chat_template else 'off'} · eval limit {limit} per task.",
         "",
         "## Results",
         "",
+        *(
+            [f"![model − best baseline]({FIGURES_DIR.relative_to('reports')}/verdicts.png)", ""]
+            if "verdicts" in figures
+            else []
+        ),
+        *verdict_summary(task_verdicts(metrics, params.eval.mode)),
+        "",
         "Every score sits beside a constant baseline (majority class, or the train median) and a classical "
         "model (gradient boosting on the prompt's numbers, or TF-IDF + logistic regression on text), fitted "
-        "on "
-        "train and scored on the same examples. Brackets: 95 % percentile-bootstrap interval. Paper columns: "
-        "HealthSLM-Bench (arXiv:2509.07260), n=299, generation with regex parsing, for the same mode "
-        "(for `ft`: the paper's LoRA table, trained per task at full scale).",
+        "on train and scored on the same rows. "
+        + (
+            f"The rows: {params.eval.limit} per task, drawn seeded and label-stratified from the eval split, "
+            "the same for every mode and model (listed in the predictions). "
+            if params.eval.limit
+            else "The rows: every eval row. "
+        )
+        + "Brackets: 95 % percentile bootstrap. The verdict reads the interval of the model − baseline "
+        "difference paired on the same rows (better / worse when it excludes zero), against the better of "
+        "the two baselines. Resampling unit: a row, except where inputs overlap — PMData's 14-day windows "
+        "slide by days, so neighbouring windows share most of their readings; there whole clusters of "
+        "overlapping windows are resampled (rows sharing three consecutive daily readings of a series), "
+        "which widens the intervals to what the data can support. Leak-free rows: those with no exact or "
+        f"near copy (TF-IDF cosine ≥ {params.validate_.near_duplicate_similarity}) in the task's train "
+        "split, and no copy of their readings in another task's train split of the same dataset (AW_FB's "
+        "calories prompts show the activity type of the same minutes).",
         "",
         *results_table(metrics, params, preset.paper_name),
         "",
-        "Invalid: answers the seed's regex could not parse (`generate` only; `score` always answers).",
+        "Invalid: answers the seed's regex could not parse (`generate` only; `score` always answers); an "
+        "invalid answer counts as wrong (accuracy) or as the farthest value of the label range (error "
+        "metrics), so every row is scored. The paper scores error metrics over its valid answers only: that "
+        "figure is `<metric>_valid_only` in the metrics files. Paper columns (HealthSLM-Bench, "
+        "arXiv:2509.07260, its published tables) appear only where our protocol is the paper's; otherwise "
+        "the last column says how it differs.",
         "",
         "### Open-ended answers (generated)",
         "",
@@ -432,7 +521,7 @@ def render(
         *(
             f"![confusion {mode}]({FIGURES_DIR.relative_to('reports')}/confusion_{mode}.png)"
             for mode in figures
-            if mode != "training"
+            if mode not in ("training", "verdicts")
         ),
         "",
         "Interactive: `dvc plots show` / `dvc plots diff` (reports/plots/confusion/).",
@@ -461,7 +550,7 @@ def render(
         "",
         "## On-device (GGUF, llama.cpp)",
         "",
-        *ondevice_section(ondevice),
+        *ondevice_section(ondevice, preset),
         "",
         "## Data",
         "",
@@ -531,6 +620,8 @@ def report(
     tokens_file: Path = TOKENS_FILE,
     training_file: Path = TRAINING_SUMMARY,
     out_file: Path = REPORT_FILE,
+    summary_file: Path = SUMMARY_FILE,
+    benchmark_file: Path = EVAL_BENCHMARK,
     echo=print,
 ) -> None:
     metrics = merged_metrics(metrics_files)
@@ -546,10 +637,26 @@ def report(
     ]
     if training and training_figure(TRAIN_CURVES_DIR, figures_dir / "training.png"):
         figures.append("training")
+    if verdict_figure(task_verdicts(metrics, params.eval.mode), figures_dir / "verdicts.png"):
+        figures.append("verdicts")
     extras = {name: _read_optional(path) for name, path in OPTIONAL_INPUTS.items()}
     markdown = render(params, metrics, validations, tokens, training, tuple(figures), **extras)
     write_text(out_file, markdown)
+    preset = resolve_model(params.model)
+    summary = readme_summary(
+        params,
+        preset,
+        metrics,
+        training,
+        extras["ondevice"],
+        _read_optional(benchmark_file),
+        made_by(),
+        extras["augmentation"],
+        extras["judge"],
+    )
+    write_text(summary_file, summary)
     html_file = out_file.with_suffix(".html")
     write_text(html_file, markdown_to_html(markdown, "healthslm report", out_file.parent))
     echo(f"wrote {html_file}")
     echo(f"wrote {out_file}")
+    echo(f"wrote {summary_file} (`healthslm readme` puts it in README.md)")

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import platform
 import re
 import resource
 from pathlib import Path
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def cpu_name() -> str:
+    """The CPU's model name: speeds and their ratios hold for the machine that measured them."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def peak_rss_mb() -> float:

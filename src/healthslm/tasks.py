@@ -21,6 +21,7 @@ class TaskSpec:
     # for "Running 3 METs").
     answers: tuple[str, ...] = field(default=())
     input_first: bool = False  # IMHI prompts put the post before the question
+    explained: bool = False  # the reference outputs carry an explanation (IMHI's gpt-3.5 responses)
 
     @property
     def key(self) -> str:
@@ -64,7 +65,9 @@ def _globem(name: str) -> TaskSpec:
 
 def _imhi(dataset: str, condition: str) -> TaskSpec:
     question = f'Question: The answer to the question "Does the poster suffers from {condition}?" is'
-    return TaskSpec(dataset, condition, "class", ("yes", "no"), question, "accuracy", input_first=True)
+    return TaskSpec(
+        dataset, condition, "class", ("yes", "no"), question, "accuracy", input_first=True, explained=True
+    )
 
 
 ACTIVITIES = ("Self Pace Walk", "Sitting", "Lying", "Running 7 METs", "Running 5 METs", "Running 3 METs")

@@ -47,7 +47,7 @@ from healthslm.paths import (
 )
 from healthslm.prepare import available_tasks, read_records
 from healthslm.prompts import build_context
-from healthslm.resources import peak_rss_mb
+from healthslm.resources import cpu_name, peak_rss_mb
 from healthslm.tasks import TaskSpec
 
 
@@ -83,6 +83,8 @@ def training_examples(
                 dropped += 1
                 continue
             answer = completion(record, spec)
+            if prompt.endswith(" "):  # the seed's prompts end in the space the answer would start with
+                answer = answer.lstrip(" ")
             answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
             if len(answer_ids) > room:
                 answer, cut = tokenizer.decode(answer_ids[:room]), cut + 1
@@ -399,6 +401,7 @@ def _fit(
         "tokens_per_s": round(live_callback.tokens / max(live_callback.seconds, 1e-9), 1),
         "runtime_s": round(runtime, 1),
         "peak_rss_mb": peak_rss_mb(),
+        "cpu": cpu_name(),
         "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "bf16": bf16,
         "base_weights": "nf4" if params.train.method == "qlora" else "float32",

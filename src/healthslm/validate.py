@@ -18,11 +18,11 @@ from healthslm.data.loaders import RECORD_FIELDS
 from healthslm.data.registry import get_dataset
 from healthslm.errors import HealthSLMError
 from healthslm.io import write_json
-from healthslm.leakage import find_leaks
+from healthslm.leakage import copies_across_tasks, find_leaks
 from healthslm.params import Params
 from healthslm.paths import DOCS_DIR, RECORDS_DIR, SKIPPED_FILE
 from healthslm.paths import VALIDATION_DIR as SUMMARY_DIR
-from healthslm.prepare import read_records, split_names
+from healthslm.prepare import available_tasks, read_records, split_names
 from healthslm.tasks import TaskSpec
 
 MIN_ROWS = 10
@@ -107,7 +107,12 @@ def run_suite(gx, context, source, suite, frame: pd.DataFrame):
 def _leakage(spec: TaskSpec, records_dir: Path, params: Params) -> dict:
     train = read_records(records_dir, spec.dataset, spec.name, "train")
     test = read_records(records_dir, spec.dataset, spec.name, "eval")
-    return find_leaks(train, test, params.validate_.near_duplicate_similarity)
+    found = find_leaks(train, test, params.validate_.near_duplicate_similarity)
+    others = [t for t in available_tasks([spec.dataset], records_dir) if t.name != spec.name]
+    copied = set().union(
+        *(copies_across_tasks(test, read_records(records_dir, spec.dataset, t.name, "train")) for t in others)
+    )
+    return found | {"cross_task": len(copied)}  # readings of eval rows shown in another task's train prompts
 
 
 def validate(

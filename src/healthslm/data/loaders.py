@@ -160,6 +160,22 @@ def seed_json_loader(dataset: str):
     return load
 
 
+SEED_POOL_SIZES = (3, 5, 10)  # the seed's train_<k>.json files (there is no 1-shot file)
+
+
+def seed_pools(dataset: str):
+    def pools(folder: Path) -> dict[str, dict[int, list[dict]]]:
+        return {
+            spec.name: {
+                k: seed_json_records(spec, f"pool{k}", folder / f"{dataset}_{spec.name}_train_{k}.json")
+                for k in SEED_POOL_SIZES
+            }
+            for spec in tasks_of(dataset)
+        }
+
+    return pools
+
+
 def load_pubmedqa(folder: Path) -> Records:
     """PQA-L: the official 500-question test split is eval, the other 500 train."""
     spec = tasks_of("pubmedqa")[0]
@@ -460,7 +476,8 @@ def csv_text_dataset(
     `files` maps a split (train, eval, optionally valid) to a CSV file name. Register the result with
     `healthslm.data.registry.register` from a module listed in params.yaml's `data.plugins`.
     """
-    spec = TaskSpec(name, task, "class", tuple(label_space), answer_prefix, "accuracy", input_first=True)
+    # Prompted as declared: "<instruction>\n<text>" then the answer prefix, in training and evaluation alike.
+    spec = TaskSpec(name, task, "class", tuple(label_space), answer_prefix, "accuracy")
 
     def load(folder: Path) -> Records:
         out = {}
@@ -503,6 +520,7 @@ BUILTIN_DATASETS = (
         "CC BY 4.0",
         PMDATA_CITE,
         raw_tables=seed_json_tables("pmdata"),
+        fewshot_pools=seed_pools("pmdata"),
     ),
     DatasetSpec(
         "aw_fb",
@@ -511,6 +529,7 @@ BUILTIN_DATASETS = (
         "Harvard Dataverse terms (CC0)",
         "Fuller et al., doi:10.7910/DVN/ZS2Z2J; HealthSLM-Bench, arXiv:2509.07260",
         raw_tables=seed_json_tables("aw_fb"),
+        fewshot_pools=seed_pools("aw_fb"),
     ),
     DatasetSpec(
         "globem",

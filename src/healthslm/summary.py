@@ -1,0 +1,267 @@
+"""README's results, written from the committed reports so they cannot drift: the report stage writes
+reports/summary.md, `healthslm readme` copies it between README's markers, and a test fails when the two
+differ or when the summary no longer follows from the reports it names."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from healthslm.errors import HealthSLMError
+from healthslm.io import write_text
+from healthslm.models.registry import ModelPreset
+from healthslm.params import Params
+from healthslm.paths import EVAL_BENCHMARK, FIGURES_DIR
+from healthslm.verdicts import Verdict, task_verdicts, verdict_summary
+
+BEGIN = "<!-- results: generated from reports/ by the report stage; `healthslm readme` updates it -->"
+END = "<!-- /results -->"
+CODE_PATHS = ("src", "stages", "params.yaml", "dvc.yaml")
+
+
+def made_by(root: Path = Path(".")) -> str:
+    """The commit the run started from, and whether code or params differed from it."""
+
+    def git(*args: str) -> str:
+        found = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return found.stdout.strip() if found.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short=10", "HEAD") or "no commit"
+    dirty = git("status", "--porcelain", "--", *CODE_PATHS)
+    return f"commit `{commit}`" + (" with uncommitted changes to code or params" if dirty else "")
+
+
+def _run_line(
+    params: Params, preset: ModelPreset, training: dict | None, efficiency: dict, origin: str
+) -> str:
+    modes = ", ".join(params.eval.mode)
+    rows = f"{params.eval.limit} eval rows per task" if params.eval.limit else "every eval row"
+    cpu = next((row["cpu"] for row in efficiency.values() if row.get("cpu")), "an unrecorded CPU")
+    line = (
+        f"Made by `dvc repro` from {origin}, with params.yaml as committed there: model "
+        f"`{params.model}` ({preset.provenance}); modes {modes}; {rows} (seeded, label-stratified, the "
+        f"same rows in every mode); answer strategy `{params.eval.strategy}`; `{params.eval.prompt_format}` "
+        f"prompts{' in the chat template' if params.eval.chat_template else ''} zero- and few-shot"
+    )
+    if training:
+        lora = training["recipe"]["lora"]
+        line += (
+            f", `{training['prompt_format']}` prompts for ft as trained ({training['method']} r={lora['r']} "
+            f"on {training['examples']} examples, {training['steps']} steps)"
+        )
+    return line + f"; on {cpu}."
+
+
+def _cell(result: dict, metric: str) -> str:
+    if metric not in result:
+        return "—"
+    return f"{result[metric]:.3f} [{result[metric + '_ci_low']:.3f}, {result[metric + '_ci_high']:.3f}]"
+
+
+def _row(verdict: Verdict, result: dict) -> str:
+    arrow = "↓" if verdict.lower_is_better else "↑"
+    leak_free = (
+        f"{verdict.leak_free_n}: {verdict.leak_free_verdict}" if verdict.leak_free_verdict else "0 rows"
+    )
+    model = _cell(result["model"], verdict.metric)
+    return (
+        f"| {verdict.task} | {verdict.metric} {arrow} | {verdict.mode} | {model} "
+        f"| {result['majority'][verdict.metric]:.3f} | {result['classical'][verdict.metric]:.3f} "
+        f"| {verdict.diff:+.3f} [{verdict.low:+.3f}, {verdict.high:+.3f}] vs {verdict.baseline} "
+        f"| **{verdict.verdict}** | {leak_free} |"
+    )
+
+
+def results_table(metrics: dict, verdicts: list[Verdict]) -> list[str]:
+    lines = [
+        "| task | metric | mode | model [95% CI] | majority | classical "
+        "| model − best baseline [paired 95% CI] | verdict | leak-free rows: verdict |",
+        "|---|---|---|---|--:|--:|---|---|---|",
+    ]
+    order = sorted(verdicts, key=lambda v: [v.task for v in verdicts].index(v.task))
+    return lines + [_row(v, metrics[v.mode][v.task]) for v in order]
+
+
+def text_lines(metrics: dict, modes: list[str]) -> list[str]:
+    parts = []
+    for mode in modes:
+        for key, result in metrics.get(mode, {}).items():
+            if "rouge_l" in result.get("model", {}):
+                model = result["model"]
+                parts.append(
+                    f"{key} {mode}: ROUGE-L {model['rouge_l']:.3f}, BERTScore F1 {model['bertscore_f1']:.3f} "
+                    f"(n={result['n']})"
+                )
+    return (
+        ["Open-ended answers (generated, scored against the references): " + "; ".join(parts) + "."]
+        if parts
+        else []
+    )
+
+
+def ondevice_lines(ondevice: dict | None, preset: ModelPreset) -> list[str]:
+    if not ondevice:
+        return []
+    engines = {name: row for name, row in ondevice.items() if isinstance(row, dict)}
+    hf = engines.get("hf", {})
+    quantized = [
+        f"{name} is {row['size_mb']:.0f} MB and decodes {row['decode_tokens_per_s']} tokens/s "
+        f"({row['fraction_of_bound']:.0%} of its memory-bandwidth bound, peak RSS {row['peak_rss_mb']} MB, "
+        f"time to first token {row['ttft_s']} s)"
+        for name, row in engines.items()
+        if name != "hf"
+    ]
+    agreement = []
+    for name, row in engines.items():
+        shares = [t["agreement_with_hf"] for t in row.get("tasks", {}).values() if "agreement_with_hf" in t]
+        if name != "hf" and shares:
+            agreement.append(f"{name} {min(shares):.0%}-{max(shares):.0%}")
+    text = (
+        f"**On device** (`reports/ondevice.json`, {ondevice['n_threads']} threads, batch 1, "
+        f"{ondevice.get('cpu', 'an unrecorded CPU')}; bandwidth {ondevice['bandwidth_gbs']} GB/s measured in "
+        f"the same run): " + "; ".join(quantized) + f". The transformers model (hf, fp32): "
+        f"{hf.get('decode_tokens_per_s')} tokens/s, peak RSS {hf.get('peak_rss_mb')} MB, time to first token "
+        f"{hf.get('ttft_s')} s."
+    )
+    if agreement:
+        text += " Answers equal to the hf model's, per task: " + ", ".join(agreement) + "."
+    if preset.prequantized:
+        text += (
+            f" The base weights were {preset.prequantized} already, so each GGUF type is a second rounding "
+            "of them: read its accuracy loss against the dequantized model, not full precision."
+        )
+    return [text]
+
+
+def augment_lines(augment: dict | None, judge: dict | None) -> list[str]:
+    if not augment:
+        return []
+    kept = sum((augment.get("accepted_generated") or {}).values())
+    text = (
+        "**Augmentation and judge** (`reports/augment.json`, `reports/judge.json`): "
+        f"{augment['endpoint']} (`{augment['model']}`) explained the gold label of {augment['generated']} "
+        f"train records, {kept} kept (the rest rejected with the reason); {augment['imported']} gpt-3.5 "
+        "explanations imported (DR, Dreaddit)."
+    )
+    if judge:
+        overall = [
+            f"{name} {mode} {stats['overall']:.2f}"
+            for mode, sets in judge.items()
+            if mode not in ("usage", "criteria", "rubric_version") and isinstance(sets, dict)
+            for name, stats in sets.items()
+        ]
+        text += (
+            f" The judge (`{judge['usage']['model']}`) scored the open-ended answers 0-5 overall: "
+            + ", ".join(overall)
+            + ". With the embedded 135M model as writer and judge these only show the machinery works."
+        )
+    return [text]
+
+
+def cost_lines(efficiency: dict, training: dict | None) -> list[str]:
+    modes = "; ".join(
+        f"{mode} {row['examples_per_s']} examples/s, mean latency {row['latency_mean_s']} s, peak RSS "
+        f"{row['peak_rss_mb']} MB"
+        for mode, row in efficiency.items()
+    )
+    text = f"**Cost** (`reports/metrics.json`, `reports/metrics_ft.json`): {modes}."
+    if training:
+        text += (
+            f" Fine-tuning (`reports/train/training.json`): {training['tokens_per_s']} tokens/s, "
+            f"{training['runtime_s']} s, peak RSS {training['peak_rss_mb']} MB."
+        )
+    return [text + " Compare speeds only within one run, on one CPU."]
+
+
+def benchmark_lines(benchmark: dict | None) -> list[str]:
+    if not benchmark:
+        return []
+    lines = [
+        "**Eval benchmark** (`python benchmarks/eval_speed.py`, its output "
+        f"`{EVAL_BENCHMARK.as_posix()}`): {benchmark['task']}, {benchmark['examples']} examples, "
+        f"{benchmark['model']}, {benchmark['threads']} threads, {benchmark['cpu']}; our scorer "
+        "against a seed-style loop (raw prompt, batch 1, greedy "
+        "`generate` + the seed's regex) on the same examples:",
+        "",
+        "| mode | seed loop | invalid | score, seed prompt | score, compact prompt "
+        "| compact, after the header |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
+    for mode, row in benchmark["modes"].items():
+        seed, ours, compact = row["seed_loop"], row["score_seed"], row["score_compact"]
+        lines.append(
+            f"| {mode} | {seed['examples_per_s']} ex/s | {seed['invalid_rate']:.0%} | {ours['speed_up']}× "
+            f"| {compact['speed_up']}× | {compact['steady_speed_up']}× |"
+        )
+    if text := benchmark.get("text_generation"):
+        lines += [
+            "",
+            f"Open-ended generation in batches of {text['batch_size']} grouped by length: "
+            f"{text['speed_up']}× batch 1 on {text['prompts']} {text['task']} prompts, "
+            f"{text['identical_texts']}/{text['prompts']} texts identical.",
+        ]
+    return lines
+
+
+def readme_summary(
+    params: Params,
+    preset: ModelPreset,
+    metrics: dict,
+    training: dict | None,
+    ondevice: dict | None,
+    benchmark: dict | None,
+    origin: str,
+    augment: dict | None = None,
+    judge: dict | None = None,
+) -> str:
+    verdicts = task_verdicts(metrics, params.eval.mode)
+    lines = [
+        BEGIN,
+        "",
+        _run_line(params, preset, training, metrics["efficiency"], origin),
+        "",
+        f"![model − best baseline, per task and mode]({FIGURES_DIR.as_posix()}/verdicts.png)",
+        "",
+        *verdict_summary(verdicts),
+        "",
+        *results_table(metrics, verdicts),
+        "",
+        *text_lines(metrics, params.eval.mode),
+        "",
+        *ondevice_lines(ondevice, preset),
+        "",
+        *augment_lines(augment, judge),
+        "",
+        *cost_lines(metrics["efficiency"], training),
+        "",
+        *benchmark_lines(benchmark),
+        "",
+        END,
+    ]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
+
+
+def origin_of(summary: str) -> str:
+    """The `from ...,` part of a written summary (the commit it was made from)."""
+    found = re.search(r"Made by `dvc repro` from (.+?), with params\.yaml", summary)
+    if not found:
+        raise HealthSLMError("reports/summary.md: no 'Made by `dvc repro` from ...' line")
+    return found.group(1)
+
+
+def readme_block(readme: str) -> str:
+    if BEGIN not in readme or END not in readme:
+        raise HealthSLMError(f"README.md: no generated results block ({BEGIN} ... {END})")
+    start = readme.index(BEGIN)
+    return readme[start : readme.index(END, start) + len(END)] + "\n"
+
+
+def update_readme(summary_file: Path, readme_file: Path = Path("README.md")) -> bool:
+    """Put the summary between README's markers; False when it was already there."""
+    readme, summary = readme_file.read_text(encoding="utf-8"), summary_file.read_text(encoding="utf-8")
+    block = readme_block(readme)
+    if block == summary:
+        return False
+    write_text(readme_file, readme.replace(block, summary))
+    return True

@@ -1,0 +1,131 @@
+"""Per task and mode: does the model beat the best baseline on the same rows? Read from the evaluate
+stages' metrics (the paired difference and its interval), for the report, README and `healthslm compare`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from healthslm.data.registry import all_tasks
+from healthslm.metrics import LOWER_IS_BETTER
+from healthslm.plots import pyplot, save_png
+
+BASELINES = ("majority", "classical")
+SENTENCES = {
+    "better": "Better than the best baseline",
+    "worse": "Worse than the best baseline",
+    "no difference": "No difference from the best baseline",
+}
+LIMIT = 100  # the figure's x range, ±: accuracy points or % of the baseline's error
+COLOURS = {"better": "tab:green", "worse": "tab:red", "no difference": "tab:gray"}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    mode: str
+    task: str
+    metric: str
+    n: int
+    model: float
+    baseline: str  # the better of the two baselines on these rows
+    baseline_value: float
+    diff: float  # model − baseline, paired by row
+    low: float
+    high: float
+    verdict: str  # better | worse | no difference (95 %)
+    leak_free_n: int
+    leak_free_model: float | None
+    leak_free_baseline: float | None
+    leak_free_verdict: str | None
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric in LOWER_IS_BETTER
+
+    def gain(self) -> tuple[float, float, float]:
+        """(value, low, high) of the improvement over the baseline, positive = better: accuracy points,
+        or for an error metric the share of the baseline's error removed (%)."""
+        if self.lower_is_better:
+            scale = -100 / self.baseline_value if self.baseline_value else 0.0
+            return self.diff * scale, self.high * scale, self.low * scale
+        return self.diff * 100, self.low * 100, self.high * 100
+
+
+def best_baseline(result: dict, metric: str) -> str:
+    values = {name: result[name][metric] for name in BASELINES if metric in result.get(name, {})}
+    pick = min if metric in LOWER_IS_BETTER else max
+    return pick(values, key=values.__getitem__)
+
+
+def task_verdicts(metrics: dict, modes: list[str]) -> list[Verdict]:
+    """One Verdict per mode and closed or numeric task that has paired differences, in task order."""
+    out = []
+    for mode in modes:
+        for key, spec in all_tasks().items():
+            result = metrics.get(mode, {}).get(key)
+            if not result or "paired" not in result or spec.metric not in result["model"]:
+                continue
+            name = best_baseline(result, spec.metric)
+            paired, leak_free = result["paired"][name], result.get("leak_free", {})
+            free = leak_free.get("paired", {}).get(name, {})
+            out.append(
+                Verdict(
+                    mode,
+                    key,
+                    spec.metric,
+                    result["n"],
+                    result["model"][spec.metric],
+                    name,
+                    result[name][spec.metric],
+                    paired["diff"],
+                    paired["ci_low"],
+                    paired["ci_high"],
+                    paired["verdict"],
+                    leak_free.get("n", 0),
+                    leak_free.get("model"),
+                    leak_free.get(name),
+                    free.get("verdict"),
+                )
+            )
+    return out
+
+
+def verdict_figure(verdicts: list[Verdict], path: Path) -> bool:
+    """Every task × mode in one picture: the model's paired gain over the best baseline with its 95 %
+    interval; left of zero the model is worse."""
+    if not verdicts:
+        return False
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(7.5, 0.28 * len(verdicts) + 1.2), dpi=90)
+    for row, verdict in enumerate(reversed(verdicts)):
+        value, low, high = verdict.gain()
+        colour = COLOURS[verdict.verdict]
+        # An error many times the baseline's would squash the rest: clip at ±LIMIT and print the value.
+        axis.plot([max(low, -LIMIT), min(high, LIMIT)], [row, row], color=colour, linewidth=2)
+        axis.plot([min(max(value, -LIMIT), LIMIT)], [row], "o", color=colour, markersize=4)
+        if abs(value) > LIMIT:
+            axis.annotate(f"{value:.0f}", (math.copysign(LIMIT, value), row), fontsize=6, va="bottom",
+                          ha="left" if value < 0 else "right")  # fmt: skip
+    labels = [f"{v.mode} {v.task} vs {v.baseline}" for v in reversed(verdicts)]
+    axis.set_yticks(range(len(verdicts)), labels, fontsize=7)
+    axis.axvline(0, color="black", linewidth=0.8)
+    axis.set_xlim(-LIMIT * 1.05, LIMIT * 1.05)
+    axis.set_xlabel(
+        "model − best baseline, paired 95 % interval (accuracy: points; error: % of the baseline's removed)",
+        fontsize=7,
+    )
+    axis.tick_params(axis="x", labelsize=7)
+    figure.tight_layout()
+    save_png(figure, path)
+    return True
+
+
+def verdict_summary(verdicts: list[Verdict]) -> list[str]:
+    """Plain sentences: per verdict, the tasks and modes it holds for."""
+    lines = []
+    for word, label in SENTENCES.items():
+        if chosen := [v for v in verdicts if v.verdict == word]:
+            items = ", ".join(f"{v.task} ({v.mode})" for v in chosen)
+            lines.append(f"- **{label}** at 95 % ({len(chosen)} of {len(verdicts)}): {items}.")
+    return lines

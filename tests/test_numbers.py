@@ -1,0 +1,208 @@
+"""Honest numbers: fair samples, paired verdicts with intervals that respect overlapping windows, leak-free
+rows across tasks, the seed's own few-shot pools, comparisons that lead with what moved, and README results
+that are exactly what the committed reports say."""
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import yaml
+
+from healthslm.compare import Rev, changes_table
+from healthslm.data.registry import all_tasks
+from healthslm.leakage import copies_across_tasks, leaked_ids, overlap_groups
+from healthslm.metrics import mean_ci, paired, score_answers, worst_answers
+from healthslm.models.registry import resolve_model
+from healthslm.params import parse_params
+from healthslm.paths import (
+    AUGMENT_SUMMARY,
+    EVAL_BENCHMARK,
+    FT_METRICS_FILE,
+    JUDGE_SUMMARY,
+    METRICS_FILE,
+    ONDEVICE_FILE,
+    SUMMARY_FILE,
+    TRAINING_SUMMARY,
+)
+from healthslm.prepare import eval_sample, fewshot_path, read_records
+from healthslm.report import merged_metrics
+from healthslm.summary import origin_of, readme_block, readme_summary
+from tests.conftest import ROOT
+
+TASKS = all_tasks()
+
+
+def test_a_limited_evaluation_is_a_seeded_stratified_sample(pmdata_records):
+    spec = TASKS["pmdata_fatigue"]
+    split = read_records(pmdata_records, "pmdata", "fatigue", "eval")
+    assert {r["label"] for r in split[:25]} == {2, 3}  # the file's first rows: two labels of five
+    sample = eval_sample(split, spec, 25, seed=42)
+    assert len(sample) == 25 and sample == eval_sample(split, spec, 25, seed=42)
+    labels = Counter(r["label"] for r in sample)
+    assert len(labels) >= 4  # the rare labels are kept, in proportion
+    assert abs(labels[3] / 25 - 189 / 299) < 0.05 and abs(labels[2] / 25 - 81 / 299) < 0.05
+    assert [r["id"] for r in sample] == sorted(r["id"] for r in sample)  # file order
+    assert eval_sample(split, spec, None, seed=42) == split
+    assert eval_sample(split, spec, 25, seed=7) != sample
+
+
+def test_a_continuous_label_is_sampled_across_its_range(all_records):
+    split = read_records(all_records, "aw_fb", "calories", "eval")
+    values = sorted(r["label"] for r in eval_sample(split, TASKS["aw_fb_calories"], 25, seed=42))
+    quintiles = np.quantile([r["label"] for r in split], [0.2, 0.4, 0.6, 0.8])
+    per_bin = Counter(np.searchsorted(quintiles, values))
+    assert len(per_bin) == 5 and max(per_bin.values()) - min(per_bin.values()) <= 2
+
+
+def test_overlapping_windows_are_resampled_together(pmdata_records):
+    split = read_records(pmdata_records, "pmdata", "stress", "eval")
+    groups = overlap_groups(split, "pmdata")
+    assert groups is not None and 20 < len(set(groups)) < len(split) / 3
+    # Ten copies of each of five values: rows resampled one by one understate the spread.
+    values = np.repeat([0.0, 1.0, 0.0, 1.0, 1.0], 10)
+    clusters = np.repeat(np.arange(5), 10)
+    row_low, row_high = mean_ci(values, 2000, 0)
+    low, high = mean_ci(values, 2000, 0, clusters)
+    assert high - low > 2 * (row_high - row_low)
+    assert overlap_groups(read_records(pmdata_records, "pmdata", "stress", "train")[:1], "pmdata") is None
+
+
+def test_paired_verdicts_read_the_difference_on_the_same_rows():
+    accuracy, mae = TASKS["pmdata_fatigue"], TASKS["pmdata_stress"]
+    model = np.array([1.0] * 18 + [0.0] * 2)
+    baseline = np.array([1.0] * 10 + [0.0] * 10)
+    assert paired(accuracy, model, baseline, 1000, 0)["verdict"] == "better"
+    assert paired(accuracy, baseline, model, 1000, 0)["verdict"] == "worse"
+    assert paired(accuracy, model, model, 1000, 0) == {
+        "diff": 0.0,
+        "ci_low": 0.0,
+        "ci_high": 0.0,
+        "verdict": "no difference",
+    }
+    # Lower is better for errors: a smaller error on every row is better.
+    assert paired(mae, baseline * 0.5, baseline + 1, 1000, 0)["verdict"] == "better"
+    # Two systems whose separate intervals overlap can still differ, paired on the same rows.
+    rng = np.random.default_rng(0)
+    hard = rng.uniform(0, 4, 60)
+    separate = [mean_ci(e, 1000, 0) for e in (hard, hard + 0.3)]
+    assert separate[0][1] > separate[1][0]  # the intervals overlap
+    assert paired(mae, hard, hard + 0.3, 1000, 0)["verdict"] == "better"
+
+
+def test_an_invalid_answer_is_scored_not_dropped():
+    spec = TASKS["pmdata_readiness"]  # 0..10
+    gold, predicted = [2, 9, 5], [2, None, 5]
+    assert worst_answers(spec, gold, predicted, (0.0, 10.0)) == [2, 0.0, 5]
+    result = score_answers(spec, gold, predicted, 200, 0)
+    assert result["mae"] == pytest.approx(9 / 3) and result["mae_valid_only"] == 0.0
+    assert result["n_valid"] == 2
+    fatigue = TASKS["pmdata_fatigue"]
+    assert score_answers(fatigue, [1, 2], [1, None], 200, 0)["accuracy"] == 0.5
+
+
+def test_phq4_in_the_template_is_not_an_answer():
+    from healthslm.generation import parse_answer
+
+    assert parse_answer(TASKS["globem_anxiety"], "I cannot tell.") is None
+    assert parse_answer(TASKS["globem_anxiety"], " 2.") == "2"
+
+
+def test_leak_free_rows_look_across_tasks(all_records):
+    activity = read_records(all_records, "aw_fb", "activity", "eval")
+    calories_train = read_records(all_records, "aw_fb", "calories", "train")
+    copied = copies_across_tasks(activity, calories_train)
+    assert 30 <= len(copied) <= 60  # the same minutes, shown with their activity type in calories prompts
+    row = next(r for r in activity if r["id"] in copied)
+    readings = [row["input"].split(f"[{name}]: ")[1].split(" ")[0] for name in ("Steps", "Heart Rate")]
+    assert any(all(f"]: {value} " in r["input"] for value in readings) for r in calories_train)
+    own = read_records(all_records, "aw_fb", "activity", "train")
+    within = leaked_ids(activity, own, [], 0.95)
+    assert 5 <= len(within) < len(copied)  # looking within the task alone misses most of them
+    assert leaked_ids(activity, own, [calories_train], 0.95) == within | copied
+
+
+def test_few_shot_in_seed_format_reads_the_seeds_pools(pmdata_records, raw_data):
+    pools = json.loads(fewshot_path(pmdata_records, "pmdata", "fatigue").read_text())
+    train = {r["id"]: r for r in read_records(pmdata_records, "pmdata", "fatigue", "train")}
+    for k in (3, 5, 10):
+        published = json.loads((raw_data / "pmdata" / f"pmdata_fatigue_train_{k}.json").read_text())
+        chosen = [train[i] for i in pools[str(k)]]
+        assert [(r["input"], r["output"]) for r in chosen] == [
+            (p["question"], p["answer"]) for p in published
+        ]
+        assert pools["sources"][str(k)] == f"the seed's pool (pmdata/pmdata_fatigue_train_{k}.json)"
+    assert pools["sources"]["1"] == "drawn from train (seeded)" and len(pools["1"]) == 1
+
+
+def _diff(old: float, new: float, low: float, high: float, verdicts=("no difference", "no difference")):
+    return {
+        "zs.pmdata_stress.model.mae": {"old": old, "new": new},
+        "zs.pmdata_stress.model.mae_ci_low": {"old": low, "new": low},
+        "zs.pmdata_stress.model.mae_ci_high": {"old": high, "new": high},
+        "zs.pmdata_stress.invalid_rate": {"old": 0.0, "new": 0.0},
+        "zs.pmdata_stress.paired.majority.verdict": {"old": verdicts[0], "new": verdicts[1]},
+    }
+
+
+def test_a_comparison_leads_with_what_moved_beyond_noise(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no predictions here: the intervals decide
+    base, target = Rev("main", "0" * 40), Rev("workspace", None)
+    assert changes_table(_diff(0.4, 0.4, 0.2, 0.6), base, target) == []
+    assert changes_table(_diff(0.4, 0.5, 0.2, 0.6), base, target) == []  # within the interval: noise
+    moved = changes_table(_diff(0.4, 0.9, 0.2, 0.6), base, target)
+    assert len(moved) == 3 and moved[2].startswith("| zs | pmdata_stress | mae ↓ | 0.400 | 0.900 | +0.500 |")
+    flipped = changes_table(_diff(0.4, 0.5, 0.2, 0.6, ("no difference", "worse")), base, target)
+    assert "majority: no difference → worse" in flipped[2]
+
+
+def test_a_comparison_pairs_the_change_where_both_predictions_exist(tmp_path, monkeypatch):
+    from healthslm.compare import paired_change
+    from healthslm.paths import predictions_dir
+
+    monkeypatch.chdir(tmp_path)
+    import healthslm.compare as compare
+
+    rows = {
+        "old": [{"id": f"r{i}", "gold": 3, "answer": 3 if i < 5 else 1} for i in range(40)],
+        "new": [{"id": f"r{i}", "gold": 3, "answer": 3} for i in range(40)],
+    }
+    monkeypatch.setattr(compare, "_predictions", lambda rev, mode, task: {r["id"]: r for r in rows[rev.name]})
+    change = paired_change(Rev("old", "0" * 40), Rev("new", None), "zs", "pmdata_stress")
+    assert change["verdict"] == "better" and change["n"] == 40 and change["diff"] == pytest.approx(-1.75)
+    assert predictions_dir("zs").as_posix() == "artifacts/predictions/base/zs"
+
+
+def test_readme_results_are_the_committed_reports():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    summary = (ROOT / SUMMARY_FILE).read_text(encoding="utf-8")
+    assert readme_block(readme) == summary, (
+        "README's results differ from reports/summary.md: `healthslm readme`"
+    )
+    params = parse_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    metrics = merged_metrics((ROOT / METRICS_FILE, ROOT / FT_METRICS_FILE))
+
+    def read(path):
+        return json.loads((ROOT / path).read_text()) if (ROOT / path).exists() else None
+
+    training = read(TRAINING_SUMMARY)
+    regenerated = readme_summary(
+        params,
+        resolve_model(params.model),
+        metrics,
+        training if training and training.get("trained", True) else None,
+        read(ONDEVICE_FILE),
+        read(EVAL_BENCHMARK),
+        origin_of(summary),
+        read(AUGMENT_SUMMARY),
+        read(JUDGE_SUMMARY),
+    )
+    assert regenerated == summary, "reports/summary.md does not follow from the committed reports"
+
+
+def test_the_readme_check_catches_a_changed_figure():
+    summary = (ROOT / SUMMARY_FILE).read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    number = next(token for token in summary.split() if token[:1].isdigit() and "." in token)
+    edited = readme.replace(number, "9" + number, 1)
+    assert readme_block(edited) != summary
