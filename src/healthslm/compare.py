@@ -138,11 +138,13 @@ def _predictions(rev: Rev, mode: str, task: str) -> dict[str, dict] | None:
 
 
 def paired_change(base: Rev, target: Rev, mode: str, task: str, samples: int = 1000) -> dict | None:
-    """Target − base on the rows both scored, paired by row: the change's 95 % interval and verdict."""
+    """Target − base paired by row, when both sides scored the same rows: the change's 95 % interval and
+    verdict. None when either side's predictions are unavailable or the rows differ (another sample)."""
     spec = all_tasks().get(task)
     old, new = _predictions(base, mode, task), _predictions(target, mode, task)
-    if spec is None or not old or not new or not (common := sorted(old.keys() & new.keys())):
+    if spec is None or not old or not new or old.keys() != new.keys():
         return None
+    common = sorted(new)
     gold = [new[i]["gold"] for i in common]
     bounds = metrics.label_range(spec, gold)
 
@@ -174,15 +176,21 @@ def _outside(diff: dict[str, dict], mode: str, task: str, metric: str) -> bool:
     return False
 
 
+def _verdict_changed(diff: dict[str, dict], mode: str, task: str) -> bool:
+    """A verdict against a baseline that both sides have, and that differs."""
+    pairs = [(diff[k].get("old"), diff[k].get("new")) for k in _verdict_keys(diff, mode, task)]
+    return any(old is not None and new is not None and old != new for old, new in pairs)
+
+
 def moved(mode: str, task: str, metric: str, diff: dict[str, dict], change: dict | None) -> bool:
     """Whether a headline metric moved beyond noise: the paired interval of the change excludes zero (where
-    both sides' predictions exist), else one side's value lies outside the other's interval. A changed
-    verdict against a baseline, or a changed invalid rate, always counts."""
-    if any(diff[k].get("old") != diff[k].get("new") for k in _verdict_keys(diff, mode, task)):
-        return True
+    both sides' predictions of the same rows exist), else one side's value lies outside the other's
+    interval; or a verdict against a baseline changed. The invalid rate counts when it changed at all."""
     value = diff[_key(mode, task, metric)]
     if metric == "invalid_rate" or not all(isinstance(value.get(s), int | float) for s in ("old", "new")):
         return value.get("old") != value.get("new")
+    if _verdict_changed(diff, mode, task):
+        return True
     if change is not None:
         return change["verdict"] != "no difference"
     return _outside(diff, mode, task, metric)

@@ -38,7 +38,7 @@ from healthslm.paths import VALIDATION_DIR as SUMMARY_DIR
 from healthslm.plots import pyplot, save_png
 from healthslm.summary import made_by, readme_summary
 from healthslm.tasks import TaskSpec
-from healthslm.verdicts import Verdict, task_verdicts, verdict_figure, verdict_summary
+from healthslm.verdicts import Verdict, task_verdicts, verdict_figure, verdict_summary, with_interval
 
 PAPER_COLUMNS = {
     "pmdata_stress": "STRS",
@@ -90,12 +90,6 @@ def protocol_departures(params: Params, mode: str, result: dict, spec: TaskSpec)
     return departures
 
 
-def _cell(result: dict, metric: str) -> str:
-    if metric not in result:
-        return "—"
-    return f"{result[metric]:.3f} [{result[metric + '_ci_low']:.3f}, {result[metric + '_ci_high']:.3f}]"
-
-
 def _labels(distribution: dict) -> str:
     if "median" in distribution:
         return f"median {distribution['median']:g} ({distribution['min']:g}–{distribution['max']:g})"
@@ -136,9 +130,9 @@ def results_table(metrics: dict, params: Params, paper_model: str | None) -> lis
         protocol = "; ".join(departures) or "same"
         lines.append(
             f"| {verdict.mode} | {verdict.task} | {verdict.metric} {arrow} | {verdict.n} "
-            f"| {_labels(result['labels'])} | {_cell(result['model'], verdict.metric)} "
-            f"| {result['invalid_rate']:.1%} | {_cell(result['majority'], verdict.metric)} "
-            f"| {_cell(result['classical'], verdict.metric)} | {_difference(verdict)} "
+            f"| {_labels(result['labels'])} | {with_interval(result['model'], verdict.metric)} "
+            f"| {result['invalid_rate']:.1%} | {with_interval(result['majority'], verdict.metric)} "
+            f"| {with_interval(result['classical'], verdict.metric)} | {_difference(verdict)} "
             f"| **{verdict.verdict}** | {_leak_free(verdict)} | {paper[0]} | {paper[1]} | {protocol} |"
         )
     return lines
@@ -150,8 +144,8 @@ def text_table(metrics: dict, modes: list[str]) -> list[str]:
         for key, result in metrics.get(mode, {}).items():
             if "rouge_l" in result.get("model", {}):
                 lines.append(
-                    f"| {mode} | {key} | {result['n']} | {_cell(result['model'], 'rouge_l')} "
-                    f"| {_cell(result['model'], 'bertscore_f1')} |"
+                    f"| {mode} | {key} | {result['n']} | {with_interval(result['model'], 'rouge_l')} "
+                    f"| {with_interval(result['model'], 'bertscore_f1')} |"
                 )
     return lines
 
@@ -237,7 +231,7 @@ def judge_section(judge: dict | None) -> list[str]:
         if mode == "usage" or not isinstance(sets, dict):
             continue
         for name, stats in sets.items():
-            cells = " | ".join(_cell(stats, c) for c in (*criteria, "overall"))
+            cells = " | ".join(with_interval(stats, c) for c in (*criteria, "overall"))
             lines.append(f"| {mode} | {name} | {stats['n']} | {stats['failed']} | {cells} |")
     return lines
 
@@ -298,7 +292,7 @@ def ondevice_section(ondevice: dict | None, preset: ModelPreset) -> list[str]:
             result = row["tasks"][key]
             agreement = result.get("agreement_with_hf")
             cells.append(
-                _cell(result, spec.metric) + (f" ({agreement:.0%})" if agreement is not None else "")
+                with_interval(result, spec.metric) + (f" ({agreement:.0%})" if agreement is not None else "")
             )
         lines.append(f"| {key} | {spec.metric} | " + " | ".join(cells) + " |")
     return [*lines, "", "![speed vs accuracy](ondevice/speed_vs_accuracy.png)"]

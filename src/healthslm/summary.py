@@ -13,7 +13,7 @@ from healthslm.io import write_text
 from healthslm.models.registry import ModelPreset
 from healthslm.params import Params
 from healthslm.paths import EVAL_BENCHMARK, FIGURES_DIR
-from healthslm.verdicts import Verdict, task_verdicts, verdict_summary
+from healthslm.verdicts import Verdict, task_verdicts, verdict_summary, with_interval
 
 BEGIN = "<!-- results: generated from reports/ by the report stage; `healthslm readme` updates it -->"
 END = "<!-- /results -->"
@@ -53,18 +53,12 @@ def _run_line(
     return line + f"; on {cpu}."
 
 
-def _cell(result: dict, metric: str) -> str:
-    if metric not in result:
-        return "—"
-    return f"{result[metric]:.3f} [{result[metric + '_ci_low']:.3f}, {result[metric + '_ci_high']:.3f}]"
-
-
 def _row(verdict: Verdict, result: dict) -> str:
     arrow = "↓" if verdict.lower_is_better else "↑"
     leak_free = (
         f"{verdict.leak_free_n}: {verdict.leak_free_verdict}" if verdict.leak_free_verdict else "0 rows"
     )
-    model = _cell(result["model"], verdict.metric)
+    model = with_interval(result["model"], verdict.metric)
     return (
         f"| {verdict.task} | {verdict.metric} {arrow} | {verdict.mode} | {model} "
         f"| {result['majority'][verdict.metric]:.3f} | {result['classical'][verdict.metric]:.3f} "

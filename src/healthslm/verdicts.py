@@ -52,6 +52,13 @@ class Verdict:
         return self.diff * 100, self.low * 100, self.high * 100
 
 
+def with_interval(result: dict, metric: str) -> str:
+    """ "0.480 [0.261, 0.739]": a metric and its 95 % interval, or a dash where there is none."""
+    if metric not in result:
+        return "—"
+    return f"{result[metric]:.3f} [{result[metric + '_ci_low']:.3f}, {result[metric + '_ci_high']:.3f}]"
+
+
 def best_baseline(result: dict, metric: str) -> str:
     values = {name: result[name][metric] for name in BASELINES if metric in result.get(name, {})}
     pick = min if metric in LOWER_IS_BETTER else max
