@@ -96,10 +96,6 @@ def _labels(distribution: dict) -> str:
     return " ".join(f"{label}:{count}" for label, count in distribution.items() if count)
 
 
-def _difference(verdict: Verdict) -> str:
-    return f"{verdict.diff:+.3f} [{verdict.low:+.3f}, {verdict.high:+.3f}] vs {verdict.baseline}"
-
-
 def _leak_free(verdict: Verdict) -> str:
     if verdict.leak_free_model is None:
         return "0 rows"
@@ -132,7 +128,7 @@ def results_table(metrics: dict, params: Params, paper_model: str | None) -> lis
             f"| {verdict.mode} | {verdict.task} | {verdict.metric} {arrow} | {verdict.n} "
             f"| {_labels(result['labels'])} | {with_interval(result['model'], verdict.metric)} "
             f"| {result['invalid_rate']:.1%} | {with_interval(result['majority'], verdict.metric)} "
-            f"| {with_interval(result['classical'], verdict.metric)} | {_difference(verdict)} "
+            f"| {with_interval(result['classical'], verdict.metric)} | {verdict.difference} "
             f"| **{verdict.verdict}** | {_leak_free(verdict)} | {paper[0]} | {paper[1]} | {protocol} |"
         )
     return lines

@@ -62,7 +62,7 @@ def _row(verdict: Verdict, result: dict) -> str:
     return (
         f"| {verdict.task} | {verdict.metric} {arrow} | {verdict.mode} | {model} "
         f"| {result['majority'][verdict.metric]:.3f} | {result['classical'][verdict.metric]:.3f} "
-        f"| {verdict.diff:+.3f} [{verdict.low:+.3f}, {verdict.high:+.3f}] vs {verdict.baseline} "
+        f"| {verdict.difference} "
         f"| **{verdict.verdict}** | {leak_free} |"
     )
 

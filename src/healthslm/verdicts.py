@@ -40,6 +40,11 @@ class Verdict:
     leak_free_verdict: str | None
 
     @property
+    def difference(self) -> str:
+        """The paired difference as the tables show it: "-0.160 [-0.368, +0.000] vs majority"."""
+        return f"{self.diff:+.3f} [{self.low:+.3f}, {self.high:+.3f}] vs {self.baseline}"
+
+    @property
     def lower_is_better(self) -> bool:
         return self.metric in LOWER_IS_BETTER
 
