@@ -24,6 +24,7 @@ from healthslm.judge import judge
 from healthslm.params import Params
 from healthslm.tasks import BUILTIN_TASKS
 from healthslm.validate_augmented import read_augmented, validate_augmented
+from tests.fault_endpoint import FAULTS, fault_endpoint, listener
 
 TASKS = {spec.key: spec for spec in BUILTIN_TASKS}
 SECRETS = {"OPENAI_API_KEY": "sk-test-0penai-SECRET", "HF_TOKEN": "hf_test_SECRET", "WANDB_API_KEY": "w" * 40}
@@ -243,3 +244,119 @@ def test_judge_scores_strict_json_and_reasks_a_malformed_answer_once(all_records
     rows = [json.loads(line) for line in (tmp_path / "short" / "zs" / "medquad_answer.jsonl").open()]
     assert all(row["status"] == "failed" and row["attempts"] == 2 for row in rows)
     assert all(row["reason"] == "truncated at max_tokens" for row in rows)
+
+
+# --- the loopback rule at the socket, the cache under faults, faults under load ---------------------------
+
+
+def _fault_augment(tmp_path: Path, all_records: Path, endpoint: dict, tasks=("pubmedqa_answer",), per_task=2):
+    settings = params(
+        augment={"tasks": list(tasks), "per_task": per_task, "import_existing": False,
+                 "endpoint": {"model": "fault-model", "max_retries": 0, "timeout_s": 5, **endpoint}},
+    )  # fmt: skip
+    return augment(
+        settings, all_records, tmp_path / "out", tmp_path / "cache.jsonl", tmp_path / "augment.json",
+        echo=lambda _: None,
+    )  # fmt: skip
+
+
+def test_a_local_endpoint_gets_no_proxy_no_redirect_and_no_provider_key(all_records, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRETS["OPENAI_API_KEY"])
+    with fault_endpoint() as server, listener() as (proxy_port, proxy), listener() as (other_port, other):
+        for variable in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+            monkeypatch.setenv(variable, f"http://127.0.0.1:{proxy_port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        summary = _fault_augment(tmp_path, all_records, {"base_url": server.base_url})
+        assert summary["new_responses"] == 2 and server.received == 2
+        assert proxy["connections"] == 0  # the records went straight to 127.0.0.1, not through the proxy
+        assert server.authorization == {"Bearer not-needed"}  # the provider key stayed home
+
+        server.redirect_to = f"http://127.0.0.1:{other_port}/v1/chat/completions"
+        (tmp_path / "cache.jsonl").unlink()
+        with pytest.raises(HealthSLMError, match="every request: HTTP 307"):
+            _fault_augment(tmp_path, all_records, {"base_url": server.base_url})
+        assert other["connections"] == 0 and proxy["connections"] == 0
+
+
+def test_a_remote_endpoint_refuses_a_redirect_off_its_host(all_records, tmp_path, monkeypatch):
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to listen on")
+    monkeypatch.setenv("OPENAI_API_KEY", SECRETS["OPENAI_API_KEY"])
+    with fault_endpoint(host="0.0.0.0") as server, listener() as (other_port, other):
+        base_url = f"http://{address}:{server.port}/v1"
+        server.redirect_to = f"http://127.0.0.1:{other_port}/v1/chat/completions"
+        with pytest.raises(HealthSLMError, match=f"refused a redirect from {address} to 127.0.0.1"):
+            _fault_augment(tmp_path, all_records, {"base_url": base_url, "allow_remote": True})
+        assert server.received >= 1 and other["connections"] == 0
+        assert server.authorization == {f"Bearer {SECRETS['OPENAI_API_KEY']}"}  # the opted-in host gets it
+
+
+def test_a_corrupt_cache_line_costs_only_its_own_response(all_records, tmp_path):
+    with fault_endpoint() as server:
+        endpoint = {"base_url": server.base_url}
+        first = _fault_augment(tmp_path, all_records, endpoint, ("pubmedqa_answer", "dreaddit_stress"), 4)
+        assert first["new_responses"] == 8 and first["cache_skipped_lines"] == []
+        cache = tmp_path / "cache.jsonl"
+        lines = cache.read_text().splitlines(keepends=True)
+        lines[2] = lines[2][:30] + "\x00garbage\n"  # a middle line torn by a disk fault
+        cache.write_text("".join(lines) + lines[5][:40])  # and a last line cut off by a kill
+        again = _fault_augment(tmp_path, all_records, endpoint, ("pubmedqa_answer", "dreaddit_stress"), 4)
+        assert (
+            again["http_requests"] == again["new_responses"] == 1
+        )  # only the unreadable entry is asked again
+        assert again["cache_hits"] == 7 and again["cache_skipped_lines"] == [3, 9]
+        assert server.received == 9
+        third = _fault_augment(tmp_path, all_records, endpoint, ("pubmedqa_answer", "dreaddit_stress"), 4)
+        assert third["http_requests"] == 0 and third["cache_skipped_lines"] == [3]  # the torn tail was cut
+
+
+def test_identical_requests_in_flight_are_sent_once(tmp_path):
+    from healthslm.llm import open_client, run_all
+    from healthslm.params import Endpoint
+
+    with fault_endpoint() as server:
+        endpoint = Endpoint(base_url=server.base_url, model="fault-model", concurrency=8)
+        with open_client(endpoint, "augment", tmp_path / "cache.jsonl") as client:
+            messages = [{"role": "user", "content": "The correct answer is: yes.\nExplain."}]
+            replies = run_all([lambda: client.complete(messages, temperature=0.0)] * 16, 8, "same")
+        assert server.received == 1 and sum(not r.cached for r in replies) == 1
+
+
+def test_augment_and_judge_under_injected_faults_answer_or_list_every_record(all_records, tmp_path):
+    tasks, per_task = ("pubmedqa_answer", "dreaddit_stress", "pmdata_fatigue"), 100
+    endpoint = {"concurrency": 8, "max_retries": 3, "timeout_s": 1}
+    with fault_endpoint(fault_share=0.3, seed=1, hang_s=2) as server:
+        summary = _fault_augment(
+            tmp_path, all_records, {"base_url": server.base_url, **endpoint}, tasks, per_task
+        )
+        rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").open()]
+        answered = sum(summary["accepted_generated"].values()) + sum(
+            not r["reason"].startswith("no response") for r in rejected
+        )
+        unanswered = [r for r in rejected if r["reason"].startswith("no response")]
+        print(f"augment: {server.received} requests, faults {dict(server.faults)}, {summary['failed_requests']} "
+              f"unanswered after retries: {summary['failed_by_reason']}")  # fmt: skip
+        assert set(server.faults) == set(FAULTS) and sum(server.faults.values()) > 50
+        assert answered + len(unanswered) == len(tasks) * per_task  # every record: kept, or listed with why
+        assert summary["new_responses"] == answered and summary["failed_requests"] == len(unanswered)
+        assert server.duplicate_bills == 0  # no answer was paid for twice
+        before = server.received
+        again = _fault_augment(
+            tmp_path, all_records, {"base_url": server.base_url, **endpoint}, tasks, per_task
+        )
+        assert again["cache_hits"] >= answered and server.duplicate_bills == 0
+        assert server.received - before >= len(unanswered)  # only what was missing is asked again
+
+        predictions = _predictions(tmp_path, all_records, 200)
+        settings = params(
+            eval={"mode": ["zs"], "bootstrap_samples": 100},
+            judge={"endpoint": {"base_url": server.base_url, "model": "fault-model", **endpoint}},
+        )
+        verdicts = judge(settings, predictions, all_records, tmp_path / "judged", tmp_path / "judge.jsonl",
+                         tmp_path / "judge.json", echo=lambda _: None)  # fmt: skip
+        rows = [json.loads(line) for line in (tmp_path / "judged" / "zs" / "medquad_answer.jsonl").open()]
+        assert len(rows) == 200 and all(r["status"] == "ok" or r["reason"] for r in rows)
+        assert verdicts["zs"]["medquad_answer"]["failed"] == sum(r["status"] == "failed" for r in rows)
+        assert server.duplicate_bills == 0

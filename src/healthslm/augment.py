@@ -157,7 +157,7 @@ def augment(
         (spec, record, reply.text, reply.finish_reason, {
             "provider": usage["model"], "endpoint": usage["endpoint"], "prompt_version": PROMPT_VERSION,
             "cache_key": reply.key, "prompt_tokens": reply.prompt_tokens,
-            "completion_tokens": reply.completion_tokens,
+            "completion_tokens": reply.completion_tokens, "error": reply.error,
         })
         for (spec, record), reply in zip(work, replies, strict=True)
     ]  # fmt: skip
@@ -167,7 +167,8 @@ def augment(
     accepted: dict[TaskSpec, list[dict]] = {}
     rejected: list[dict] = []
     for spec, record, text, finish_reason, provenance in candidates:
-        reason = rejection(spec, record, text, finish_reason, settings)
+        error = provenance.pop("error", None)
+        reason = f"no response: {error}" if error else rejection(spec, record, text, finish_reason, settings)
         if reason is None:
             accepted.setdefault(spec, []).append(augmented_record(record, spec, text, provenance))
         else:

@@ -92,6 +92,8 @@ def parse_judgement(text: str, finish_reason: str) -> tuple[Judgement | None, st
 def judge_one(client: Client, messages: list[dict], generation: dict) -> dict:
     """Ask; on a malformed answer ask once more, saying what was wrong; then give up and say why."""
     reply = client.complete(messages, **generation)
+    if reply.error:
+        return {"status": "failed", "reason": f"no response: {reply.error}", "attempts": 1, "raw": ""}
     judgement, problem = parse_judgement(reply.text, reply.finish_reason)
     attempts = 1
     if judgement is None:
@@ -105,6 +107,7 @@ def judge_one(client: Client, messages: list[dict], generation: dict) -> dict:
         ]
         reply = client.complete(retry, **generation)
         judgement, problem = parse_judgement(reply.text, reply.finish_reason)
+        problem = f"no response: {reply.error}" if reply.error else problem
         attempts = 2
     if judgement is None:
         return {"status": "failed", "reason": problem, "attempts": attempts, "raw": reply.text}

@@ -1,12 +1,16 @@
 """OpenAI-compatible endpoints for the augment and judge stages.
 
 - Privacy: records are health data, so a base_url that is not on this machine is refused before any request
-  unless the params opt in (`allow_remote`); the key comes from the environment only.
+  unless the params opt in (`allow_remote`); the key comes from the environment only. The rule holds at the
+  socket: requests to a loopback server ignore proxy variables, follow no redirect and carry no provider key;
+  requests to an opted-in remote host may use the user's proxy, and a redirect off that host is refused.
 - The default endpoint is a llama.cpp server (llama-cpp-python's `llama_cpp.server`) on 127.0.0.1 serving the
   embedded GGUF, started on the first request that the cache cannot answer and stopped after the stage.
 - Every request is keyed by a hash of (model, messages, generation params); responses are appended to a JSONL
   cache and fsynced as they arrive, so a killed run resumes with no repeated request.
-- Retries (timeouts, 429, 5xx, with backoff) are the openai client's own; HTTP requests are counted.
+- Retries (timeouts, 429, 5xx, dropped connections, with backoff) are the openai client's own; a request that
+  still fails is returned as a failed reply with its reason (the stage lists it), not cached, and asked again
+  on the next run. Identical requests in flight at once are sent once. HTTP requests are counted.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
@@ -59,13 +64,43 @@ def check_privacy(endpoint: Endpoint, where: str) -> None:
         )
 
 
+DEFAULT_KEY_ENV = Endpoint.model_fields["api_key_env"].default
+
+
+def is_local(endpoint: Endpoint) -> bool:
+    return not endpoint.base_url or is_loopback(endpoint.base_url)
+
+
 def _api_key(endpoint: Endpoint, where: str) -> str:
+    if is_local(endpoint) and endpoint.api_key_env == DEFAULT_KEY_ENV:
+        return "not-needed"  # a provider's key never goes to a local server; a local key has its own variable
     key = os.environ.get(endpoint.api_key_env)
-    if not key and endpoint.base_url and not is_loopback(endpoint.base_url):
+    if not key and not is_local(endpoint):
         raise HealthSLMError(
             f"{where}.endpoint: {endpoint.api_key_env} is not set (the key is read from the environment only)"
         )
-    return key or "not-needed"  # a local server takes any key
+    return key or "not-needed"
+
+
+def http_client(endpoint: Endpoint, where: str, on_request: Callable):
+    """The HTTP client of an endpoint, with the privacy rule at the socket (see the module docstring)."""
+    import httpx
+    import openai
+
+    if is_local(endpoint):
+        return openai.DefaultHttpxClient(
+            trust_env=False, follow_redirects=False, event_hooks={"request": [on_request]}
+        )
+    host = urlparse(endpoint.base_url).hostname
+
+    def same_host(request: httpx.Request) -> None:
+        if request.url.host != host:
+            raise HealthSLMError(
+                f"{where}.endpoint: refused a redirect from {host} to {request.url.host} (records go only to "
+                "the opted-in host)"
+            )
+
+    return openai.DefaultHttpxClient(follow_redirects=True, event_hooks={"request": [same_host, on_request]})
 
 
 def request_key(model: str, messages: list[dict], generation: dict) -> str:
@@ -76,31 +111,37 @@ def request_key(model: str, messages: list[dict], generation: dict) -> str:
 class ResponseCache:
     """Append-only JSONL of responses by request key, flushed and fsynced line by line.
 
-    A line torn by a kill mid-write is cut off when the cache is opened; every complete line is kept."""
+    A line that cannot be read (a torn write, a disk fault) is skipped and counted, and every other line
+    kept: a bad line costs only its own response. A last line without its newline (a kill mid-write) is
+    cut off when the cache is opened, so the next append starts on a line of its own."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.entries: dict[str, dict] = {}
+        self.skipped_lines: list[int] = []  # 1-based numbers of the lines that could not be read
         self._lock = threading.Lock()
-        self._truncate_torn_tail()
+        self._read()
         self._file = self.path.open("a", encoding="utf-8")
 
-    def _truncate_torn_tail(self) -> None:
+    def _read(self) -> None:
         if not self.path.exists():
             return
-        good = 0
+        complete = 0
         with self.path.open("rb") as fh:
-            for line in fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.endswith(b"\n"):
+                    self.skipped_lines.append(number)
+                    break
+                complete += len(line)
                 try:
                     entry = json.loads(line)
-                    self.entries[entry["key"]] = entry
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    break
-                good += len(line)
-        if good < self.path.stat().st_size:
+                    self.entries[entry["key"]] = {"key": entry["key"], "reply": dict(entry["reply"])}
+                except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+                    self.skipped_lines.append(number)
+        if complete < self.path.stat().st_size:
             with self.path.open("r+b") as fh:
-                fh.truncate(good)
+                fh.truncate(complete)
 
     def get(self, key: str) -> dict | None:
         return self.entries.get(key)
@@ -124,6 +165,7 @@ class Reply:
     completion_tokens: int
     key: str
     cached: bool
+    error: str | None = None  # why the endpoint gave no answer after its retries (text is then empty)
 
 
 @dataclass
@@ -131,6 +173,7 @@ class Usage:
     http_requests: int = 0
     cache_hits: int = 0
     new_responses: int = 0
+    failed: Counter = field(default_factory=Counter)  # requests unanswered after retries, by reason
     prompt_tokens: int = 0  # of this run's new responses
     completion_tokens: int = 0
     all_prompt_tokens: int = 0  # of every response used, cached or new: what the set cost to make
@@ -138,6 +181,9 @@ class Usage:
     started: float = field(default_factory=time.perf_counter)
 
     def add(self, reply: Reply) -> None:
+        if reply.error is not None:
+            self.failed[reply.error] += 1
+            return
         self.all_prompt_tokens += reply.prompt_tokens
         self.all_completion_tokens += reply.completion_tokens
         if reply.cached:
@@ -147,7 +193,7 @@ class Usage:
             self.prompt_tokens += reply.prompt_tokens
             self.completion_tokens += reply.completion_tokens
 
-    def summary(self, endpoint: Endpoint, model: str) -> dict:
+    def summary(self, endpoint: Endpoint, model: str, cache: ResponseCache) -> dict:
         wall = time.perf_counter() - self.started
         answered = self.cache_hits + self.new_responses
 
@@ -161,6 +207,8 @@ class Usage:
             "http_requests": self.http_requests,
             "new_responses": self.new_responses,
             "cache_hits": self.cache_hits,
+            "failed_requests": sum(self.failed.values()),
+            "failed_by_reason": dict(self.failed.most_common()),
             "cache_hit_rate": round(self.cache_hits / answered, 4) if answered else None,
             "wall_s": round(wall, 2),
             "requests_per_s": round(self.new_responses / wall, 3) if self.new_responses else None,
@@ -173,6 +221,7 @@ class Usage:
             "all_cost_usd_at_gpt_4o_mini": cost(
                 self.all_prompt_tokens, self.all_completion_tokens, GPT_4O_MINI_PRICES
             ),
+            "cache_skipped_lines": cache.skipped_lines,
         }
 
 
@@ -208,7 +257,7 @@ def _wait_ready(process: subprocess.Popen, base_url: str, log, timeout: float) -
         if process.poll() is not None:
             raise HealthSLMError(f"the llama.cpp server exited ({process.returncode}): {_log_tail(log)}")
         try:
-            if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
+            if httpx.get(f"{base_url}/models", timeout=2, trust_env=False).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -273,6 +322,7 @@ class Client:
         self._client = None
         self._server: LocalServer | None = None
         self._lock = threading.Lock()
+        self._in_flight: dict[str, threading.Lock] = {}  # one lock per request key being asked
         # The server is started from this long-lived thread: its death signal (PR_SET_PDEATHSIG) fires when
         # the *thread* that started it ends, and the request worker threads come and go.
         self._owner = ThreadPoolExecutor(1, thread_name_prefix="llama-server")
@@ -305,23 +355,39 @@ class Client:
                     api_key=_api_key(self.endpoint, self.where),
                     max_retries=self.endpoint.max_retries,
                     timeout=self.endpoint.timeout_s,
-                    http_client=openai.DefaultHttpxClient(event_hooks={"request": [self._count]}),
+                    http_client=http_client(self.endpoint, self.where, self._count),
                 )
             return self._client
 
     def complete(self, messages: list[dict], **generation) -> Reply:
         key = request_key(self.model, messages, generation)
-        if (entry := self.cache.get(key)) is not None:
-            return self._used(Reply(**entry["reply"], key=key, cached=True))
+        with self._lock:
+            key_lock = self._in_flight.setdefault(key, threading.Lock())
+        with key_lock:  # an identical request in flight is waited for, then read from the cache
+            if (entry := self.cache.get(key)) is not None:
+                return self._used(Reply(**entry["reply"], key=key, cached=True))
+            return self._used(self._ask(key, messages, generation))
+
+    def _ask(self, key: str, messages: list[dict], generation: dict) -> Reply:
         import openai
 
-        try:
-            response = self._connect().chat.completions.create(
-                model=self.model, messages=messages, **generation
-            )
-        except openai.APIError as exc:
-            reason = (self._server and self._server.death()) or exc
-            raise HealthSLMError(f"{self.where}: the endpoint failed after retries: {reason}") from None
+        for attempt in range(self.endpoint.max_retries + 1):
+            try:
+                response = self._connect().chat.completions.create(
+                    model=self.model, messages=messages, **generation
+                )
+                break
+            except (
+                ValueError
+            ) as exc:  # a 200 whose body is not JSON (cut short): the client does not retry it
+                if attempt == self.endpoint.max_retries:
+                    return Reply("", "error", 0, 0, key, cached=False, error=failure_reason(exc))
+            except openai.APIError as exc:  # retried by the client already
+                if self._server and (death := self._server.death()):
+                    raise HealthSLMError(f"{self.where}: {death}") from None
+                return Reply("", "error", 0, 0, key, cached=False, error=failure_reason(exc))
+        if not response.choices:
+            return Reply("", "error", 0, 0, key, cached=False, error="a response without choices")
         choice, usage = response.choices[0], response.usage
         reply = {
             "text": choice.message.content or "",
@@ -330,7 +396,7 @@ class Client:
             "completion_tokens": usage.completion_tokens if usage else 0,
         }
         self.cache.put({"key": key, "model": self.model, "reply": reply})
-        return self._used(Reply(**reply, key=key, cached=False))
+        return Reply(**reply, key=key, cached=False)
 
     def _used(self, reply: Reply) -> Reply:
         with self._lock:
@@ -338,7 +404,30 @@ class Client:
         return reply
 
     def summary(self) -> dict:
-        return self.usage.summary(self.endpoint, self.model)
+        """Usage and cost; fails when requests were made and none was answered (nothing worth keeping)."""
+        usage = self.usage
+        if usage.failed and not usage.new_responses and not usage.cache_hits:
+            reasons = ", ".join(f"{reason} x{n}" for reason, n in usage.failed.most_common())
+            raise HealthSLMError(
+                f"{self.where}: the endpoint failed after retries on every request: {reasons}"
+            )
+        return usage.summary(self.endpoint, self.model, self.cache)
+
+
+def failure_reason(exc: Exception) -> str:
+    """A short, stable reason for a failed request (no URL: it may carry credentials)."""
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}"
+    if isinstance(exc, openai.APITimeoutError):
+        return "timed out"
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__
+        if isinstance(cause, HealthSLMError):
+            return str(cause).split(": ", 1)[-1]
+        return "connection failed"
+    return f"malformed response ({type(exc).__name__})"
 
 
 @contextmanager
