@@ -79,8 +79,10 @@ def main() -> None:
         "http_requests_per_answer": round(faulty["http_requests"] / max(faulty["answered"], 1), 3),
     }
     for name, row in (("clean", clean), (f"{args.fault_share:.0%} faults", faulty)):
-        print(f"{name:>11}: {row['answered']}/{row['records']} answered, {row['http_requests']} HTTP requests, "
-              f"{row['answered_per_s']} answered/s, {row['duplicate_paid_answers']} paid twice")  # fmt: skip
+        print(
+            f"{name:>11}: {row['answered']}/{row['records']} answered, {row['http_requests']} HTTP "
+            f"requests, {row['answered_per_s']} answered/s, {row['duplicate_paid_answers']} paid twice"
+        )
     print(f"faults injected: {faulty['faults_injected']}")
     print(
         f"throughput with faults / clean: {result['throughput_ratio']}x; "

@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 FAULTS = ("429", "500", "timeout", "truncated", "drop")
 _GOLD = re.compile(r"The correct answer is: (.+?)\.\n")
@@ -107,10 +107,8 @@ class FaultEndpoint:
                 for name, value in (headers or {}).items():
                     self.send_header(name, value)
                 self.end_headers()
-                try:
+                with suppress(OSError):
                     self.wfile.write(payload)
-                except OSError:
-                    pass
 
         self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
         self.server.daemon_threads = True

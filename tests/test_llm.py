@@ -336,8 +336,10 @@ def test_augment_and_judge_under_injected_faults_answer_or_list_every_record(all
             not r["reason"].startswith("no response") for r in rejected
         )
         unanswered = [r for r in rejected if r["reason"].startswith("no response")]
-        print(f"augment: {server.received} requests, faults {dict(server.faults)}, {summary['failed_requests']} "
-              f"unanswered after retries: {summary['failed_by_reason']}")  # fmt: skip
+        print(
+            f"augment: {server.received} requests, faults {dict(server.faults)}, "
+            f"{summary['failed_requests']} unanswered after retries: {summary['failed_by_reason']}"
+        )
         assert set(server.faults) == set(FAULTS) and sum(server.faults.values()) > 50
         assert answered + len(unanswered) == len(tasks) * per_task  # every record: kept, or listed with why
         assert summary["new_responses"] == answered and summary["failed_requests"] == len(unanswered)
