@@ -127,7 +127,8 @@ def test_globem_from_a_user_copy_with_the_documented_schema(tmp_path):
         echo=print,
         data_dir=tmp_path / "data",
     )
-    assert len(suites) == 2 + 4 and all(s["success"] for s in suites.values())
+    assert len(suites) == 2 * (2 + 4) and all(s["success"] for s in suites.values())  # and their readings
+    assert suites["raw.globem_anxiety.csv.readings"]["rows"] == 80 * 6
 
 
 def test_globem_bad_label_names_file_row_and_field(tmp_path):
@@ -250,7 +251,26 @@ def test_a_plugin_adds_a_csv_text_dataset_without_touching_the_core(tmp_path, mo
         suites = validate(
             params, "isear_mini", tmp_path / "records", tmp_path / "docs", tmp_path / "v", echo=lambda _: None
         )
-        assert set(suites) == {"isear_mini_emotion.train", "isear_mini_emotion.eval"}
+        assert set(suites) == {
+            "raw.train.csv",
+            "raw.test.csv",
+            "isear_mini_emotion.train",
+            "isear_mini_emotion.eval",
+        }
+        # The raw files are gated on their declared columns, label space and the length bounds (params)
+        lines = (folder / "test.csv").read_text().splitlines()
+        (folder / "test.csv").write_text("\n".join([*lines[:4], "Help,joy", *lines[4:]]) + "\n")
+        with pytest.raises(HealthSLMError) as error:
+            validate(
+                params, "isear_mini", tmp_path / "records", tmp_path / "docs", tmp_path / "v", echo=print
+            )
+        assert (
+            "isear_mini raw test.csv: field 'text' expect_column_value_lengths_to_be_between "
+            "(bound: [5, 20000], validate.min_input_chars, validate.max_prompt_chars): "
+            "1 row(s), e.g. row 3 = 'Help'"
+        ) in str(error.value)
+        shorter = parse_params({**params.model_dump(by_alias=True), "validate": {"min_input_chars": 4}})
+        validate(shorter, "isear_mini", tmp_path / "records", tmp_path / "docs", tmp_path / "v", echo=print)
         _trains_and_evaluates_as_declared(tmp_path, tiny_model_dir)
     finally:
         DATASETS.pop("isear_mini", None)

@@ -20,7 +20,15 @@ PACKAGE = ROOT / "src" / "healthslm"
 # Lowest first: a module may import its own layer or a lower one, never a higher one.
 LAYERS = {
     "base": ["__init__", "errors", "io", "tasks", "paths", "resources", "reference"],
-    "data": ["data", "data.spec", "data.convert", "data.loaders", "data.registry", "data.fetch"],
+    "data": [
+        "data",
+        "data.readings",
+        "data.spec",
+        "data.convert",
+        "data.loaders",
+        "data.registry",
+        "data.fetch",
+    ],
     "params": ["params"],
     "records": ["prepare", "prompts"],
     "validation": ["leakage", "validate"],

@@ -15,7 +15,12 @@ def test_real_records_pass_and_data_docs_are_written(pmdata_records, tmp_path):
     data = pmdata_records.parent / "data"
     result = validate(Params(), "pmdata", pmdata_records, docs, summaries, echo=lambda _: None, data_dir=data)
     assert {"raw.pmdata_fatigue_eval.json", "raw.pmdata_stress_train_all.json"} <= set(result)
-    assert len(result) == 8 + 8 and all(s["success"] for s in result.values())  # raw files + record sets
+    # raw files + record sets, and the readings of each
+    assert len(result) == 2 * (8 + 8) and all(s["success"] for s in result.values())
+    assert result["pmdata_fatigue.eval.readings"]["rows"] > 299 * 40  # four 14-day series and a mood
+    assert (
+        result["pmdata_fatigue.train"]["duplicate_rows"] == 2
+    )  # counted, below validate.max_duplicate_share
     summary = json.loads((summaries / "pmdata.json").read_text())
     assert summary["success"] is True
     # PMData's overlapping 14-day windows: 41 of 299 eval inputs are near-copies of train inputs
@@ -53,8 +58,11 @@ def _fails(records, tmp_path, data=None) -> str:
 def test_label_outside_label_space_fails_naming_set_and_value(records, tmp_path):
     _corrupt(records, records / "pmdata" / "sleep_quality.eval.jsonl", lambda rows: rows[5].update(label=9))
     message = _fails(records, tmp_path)
-    assert "pmdata_sleep_quality.eval: expect_column_values_to_be_in_set column 'label'" in message
-    assert "[9]" in message
+    assert (
+        "pmdata_sleep_quality.eval: field 'label' expect_column_values_to_be_in_set "
+        "(bound: one of 1, 2, 3, 4, 5)" in message
+    )
+    assert "1 row(s), e.g. row 5 (pmdata_sleep_quality-eval-00005) = 9" in message
 
 
 def test_duplicate_ids_and_nulls_fail(records, tmp_path):
@@ -64,8 +72,11 @@ def test_duplicate_ids_and_nulls_fail(records, tmp_path):
 
     _corrupt(records, records / "pmdata" / "stress.train.jsonl", mutate)
     message = _fails(records, tmp_path)
-    assert "pmdata_stress.train: expect_column_values_to_be_unique column 'id'" in message
-    assert "pmdata_stress.train: expect_column_values_to_not_be_null column 'input'" in message
+    assert "pmdata_stress.train: field 'id' expect_column_values_to_be_unique: 2 row(s)" in message
+    assert (
+        "pmdata_stress.train: field 'input' expect_column_values_to_not_be_null: 1 row(s), e.g. row 2"
+        in message
+    )
 
 
 def test_missing_column_and_tiny_split_fail(records, tmp_path):
@@ -104,11 +115,57 @@ def test_raw_file_violations_fail_the_gate(records, tmp_path):
     raw.write_text(json.dumps(rows))
     message = _fails(records, tmp_path)
     assert (
-        "pmdata raw pmdata_readiness_eval.json: expect_column_values_to_match_regex column 'answer'"
-        in message
+        "pmdata raw pmdata_readiness_eval.json: field 'answer' expect_column_values_to_match_regex" in message
     )
-    assert "high" in message
+    assert "row 2 = 'The predicted readiness level is high.'" in message
     assert (
-        "pmdata raw pmdata_readiness_eval.json: expect_column_values_to_not_be_null column 'question'"
+        "pmdata raw pmdata_readiness_eval.json: field 'question' expect_column_values_to_not_be_null"
         in message
     )
+
+
+def test_impossible_readings_fail_at_the_raw_file_and_the_records(records, tmp_path):
+    from healthslm.prepare import prepare
+
+    data = records.parent / "data"
+    raw = data / "pmdata" / "pmdata_fatigue_eval.json"
+    rows = json.loads(raw.read_text())
+    steps = rows[3]["question"].split("[Steps]: [", 1)[1].split("]", 1)[0]
+    rows[3]["question"] = rows[3]["question"].replace(steps, "nan, -40.0, " + steps, 1)
+    raw.write_text(json.dumps(rows))
+    prepare(Params(), ["pmdata"], data_dir=data, out_dir=records, echo=lambda _: None)  # prepare lets them by
+    message = _fails(records, tmp_path)
+    print(message)
+    raw_line = "pmdata raw pmdata_fatigue_eval.json readings"
+    assert (
+        f"{raw_line}: expect_column_values_to_not_be_null: 1 row(s), e.g. row 3 field 'Steps' = 'nan'"
+        in message
+    )
+    assert (
+        f"{raw_line}: expect_column_values_to_be_between "
+        "(bound: [0, 100000], validate.physical_ranges.steps): 1 row(s), e.g. row 3 field 'Steps' = '-40.0'"
+        in message
+    )
+    assert "pmdata_fatigue.eval readings: expect_column_values_to_be_between (bound: [0, 100000]" in message
+    assert "row 3 field 'Steps' = '-40.0'" in message.split("pmdata_fatigue.eval readings", 1)[1]
+
+
+def test_a_record_repeated_in_a_split_fails_above_the_share_and_is_counted_below(records, tmp_path):
+    path = records / "pmdata" / "stress.eval.jsonl"
+    original = path.read_text().splitlines()
+
+    def repeat(times):
+        copies = [json.loads(original[10]) | {"id": f"pmdata_stress-eval-copy{i}"} for i in range(times)]
+        path.write_text("\n".join(original) + "\n" + "".join(json.dumps(c) + "\n" for c in copies))
+
+    repeat(40)  # 41 of 339 rows (12 %) are one record
+    message = _fails(records, tmp_path)
+    assert (
+        "pmdata_stress.eval: field 'input/output' expect_compound_columns_to_be_unique "
+        "(bound: unique (input, output) in at least 95% of rows, validate.max_duplicate_share): "
+        "41 row(s), e.g. row 10" in message
+    )
+    repeat(3)
+    summary = validate(Params(), "pmdata", records, tmp_path / "docs", tmp_path / "v", echo=lambda _: None,
+                       data_dir=records.parent / "data")  # fmt: skip
+    assert summary["pmdata_stress.eval"]["duplicate_rows"] == 4 and summary["pmdata_stress.eval"]["success"]

@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics.pairwise import linear_kernel
 
-from healthslm.prompts import raw_fields
+from healthslm.data.readings import raw_fields
 
 _SPACE = re.compile(r"\s+")
 

@@ -34,13 +34,42 @@ class PrepareParams(Block):
     few_shot_k: list[int] = Field(default=[1, 3, 5, 10], min_length=1)
 
 
+# The physical range of each quantity a wearable reading measures (data/readings.py maps readings to
+# quantities); the sources of the bounds are in params.yaml.
+PHYSICAL_RANGES = {
+    "steps": (0, 100_000),
+    "calories": (0, 15_000),
+    "heart_rate": (0, 250),
+    "minutes_per_day": (0, 1440),
+    "mood": (1, 5),
+    "met": (0, 23),
+    "percent": (0, 100),
+}
+
+
 class ValidateParams(Block):
+    min_input_chars: int = Field(default=5, ge=0)
     max_prompt_chars: int = Field(default=20_000, gt=0)
     max_output_chars: int = Field(default=40_000, gt=0)
     near_duplicate_similarity: float = Field(default=0.95, gt=0, le=1)
     # Share of eval inputs found in train (exact or near) above which the gate fails. PMData measures
     # 0.137: its 14-day windows overlap, so neighbouring windows land on both sides of the split.
     max_leakage: float = Field(default=0.2, ge=0, le=1)
+    # Share of a split's rows that repeat another row's input and output, above which the gate fails.
+    max_duplicate_share: float = Field(default=0.05, ge=0, le=1)
+    physical_ranges: dict[str, tuple[float, float]] = PHYSICAL_RANGES
+
+    @field_validator("physical_ranges", mode="before")
+    @classmethod
+    def _ranges(cls, ranges: dict) -> dict:
+        """Named ranges replace the defaults; unnamed ones keep them."""
+        unknown = sorted(set(ranges or {}) - set(PHYSICAL_RANGES))
+        if unknown:
+            raise ValueError(f"unknown quantity {', '.join(unknown)}; known: {', '.join(PHYSICAL_RANGES)}")
+        for name, bounds in (ranges or {}).items():
+            if isinstance(bounds, list | tuple) and len(bounds) == 2 and not bounds[0] <= bounds[1]:
+                raise ValueError(f"{name}: {list(bounds)} is not a range (low above high)")
+        return {**PHYSICAL_RANGES, **(ranges or {})}
 
 
 class LoraOverrides(Block):

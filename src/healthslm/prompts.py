@@ -18,10 +18,10 @@ import re
 
 import toon_format
 
+from healthslm.data.readings import FIELD
 from healthslm.tasks import TaskSpec
 
 _NUMBER = re.compile(r"(\d+(\.\d+)?)")
-_FIELD = re.compile(r"\[([^\]]+)\]: (\[[^\]]*\]|[^,;\[]+)")
 _LEADING_NUMBER = re.compile(r"\s*(-?\d+(?:\.\d+)?)")
 
 # seed field name -> (compact name, divisor, decimals)
@@ -56,11 +56,6 @@ def seed_question(record: dict) -> str:
     return f"{record['instruction']} {quoted}"
 
 
-def raw_fields(record: dict) -> dict[str, str]:
-    """The readings of a wearable record's input as written: {"Steps": "[4955.0, 6495.0]", ...}."""
-    return {name: raw.strip() for name, raw in _FIELD.findall(record.get("input") or "")}
-
-
 def _rescale(value: float, divisor: float, decimals: int) -> float | int:
     scaled = round(value / divisor, decimals)
     return int(scaled) if decimals == 0 else scaled
@@ -69,7 +64,7 @@ def _rescale(value: float, divisor: float, decimals: int) -> float | int:
 def compact_readings(record: dict, dataset: str) -> dict:
     fields = COMPACT_FIELDS[dataset]
     readings: dict = {}
-    for name, raw in _FIELD.findall(record["input"]):
+    for name, raw in FIELD.findall(record["input"]):
         if name == "Mood":
             readings["mood_of_5"] = int(_LEADING_NUMBER.match(raw).group(1))
             continue

@@ -1,9 +1,11 @@
-"""`healthslm validate --dataset NAME`: the Great Expectations gate over one dataset's records.
+"""`healthslm validate --dataset NAME`: the Great Expectations gate over one dataset's raw files and records.
 
-One suite per task and split: schema, no nulls, unique ids, label in the label space, text length bounds
-and split sizes; plus a train/eval leakage check. Data Docs HTML goes to reports/data_docs/<dataset>/,
-a summary to reports/validation/<dataset>.json. A violation fails the stage naming the dataset,
-expectation and a few offending values.
+One suite per raw file (declared by the dataset) and per task and split: schema, no nulls, unique ids, label
+in the label space, text length bounds, duplicate rows and split sizes; one more per table with wearable
+readings: every reading finite and within its quantity's physical range (validate.physical_ranges); plus a
+train/eval leakage check. Data Docs HTML goes to reports/data_docs/<dataset>/, a summary to
+reports/validation/<dataset>.json. A violation fails the stage with a line per failed expectation naming the
+table, field, bound, how many rows and the first rows with an excerpt of each value.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from healthslm.data.loaders import RECORD_FIELDS
+from healthslm.data.readings import column_readings, text_readings
 from healthslm.data.registry import get_dataset
 from healthslm.errors import HealthSLMError
 from healthslm.io import write_json
@@ -39,12 +42,19 @@ def build_suite(gx, spec: TaskSpec, split: str, params: Params):
         expect.ExpectColumnValuesToBeUnique(column="id"),
         expect.ExpectColumnValuesToBeInSet(column="split", value_set=[split]),
         expect.ExpectColumnValueLengthsToBeBetween(
-            column="input", min_value=5, max_value=bounds.max_prompt_chars
+            column="input",
+            min_value=bounds.min_input_chars,
+            max_value=bounds.max_prompt_chars,
+            meta={"param": "validate.min_input_chars, validate.max_prompt_chars"},
         ),
         expect.ExpectColumnValueLengthsToBeBetween(
-            column="output", min_value=1, max_value=bounds.max_output_chars
+            column="output",
+            min_value=1,
+            max_value=bounds.max_output_chars,
+            meta={"param": "validate.max_output_chars"},
         ),
         expect.ExpectColumnValueLengthsToBeBetween(column="instruction", min_value=10, max_value=2000),
+        duplicate_rows(expect, ["input", "output"], bounds.max_duplicate_share),
     ]
     if spec.closed:
         labels = [spec.parse_label(v) for v in spec.label_space]
@@ -56,18 +66,124 @@ def build_suite(gx, spec: TaskSpec, split: str, params: Params):
     return suite
 
 
-def failure_lines(name: str, result) -> list[str]:
+def duplicate_rows(expect, columns: list[str], max_share: float):
+    """Rows repeating another row's `columns`: fails above `max_share` of the table (both copies count)."""
+    return expect.ExpectCompoundColumnsToBeUnique(
+        column_list=columns, mostly=1 - max_share, meta={"param": "validate.max_duplicate_share"}
+    )
+
+
+def readings_suite(gx, name: str, readings: pd.DataFrame, params: Params):
+    """Every reading finite and within its quantity's physical range."""
+    from great_expectations.expectations.row_conditions import Column
+
+    suite = gx.ExpectationSuite(name=f"{name}.readings")
+    suite.add_expectation(gx.expectations.ExpectColumnValuesToNotBeNull(column="value"))  # NaN, or no number
+    for quantity in sorted(readings["quantity"].unique()):
+        low, high = params.validate_.physical_ranges[quantity]
+        suite.add_expectation(
+            gx.expectations.ExpectColumnValuesToBeBetween(
+                column="value", min_value=low, max_value=high, row_condition=Column("quantity") == quantity,
+                meta={"param": f"validate.physical_ranges.{quantity}"},
+            )
+        )  # fmt: skip
+    return suite
+
+
+def _bound(config) -> str:
+    kwargs, param = config.kwargs, (config.meta or {}).get("param")
+    if "min_value" in kwargs or "max_value" in kwargs:
+        shown = f"[{_num(kwargs.get('min_value'))}, {_num(kwargs.get('max_value'))}]"
+    elif "value_set" in kwargs:
+        shown = "one of " + ", ".join(map(str, list(kwargs["value_set"])[:8]))
+    elif "regex" in kwargs:
+        shown = f"matching {kwargs['regex']}"
+    elif "column_list" in kwargs:
+        shown = (
+            f"unique ({', '.join(kwargs['column_list'])}) in at least {kwargs.get('mostly', 1):.0%} of rows"
+        )
+    else:
+        return ""
+    return f" (bound: {shown}{', ' + param if param else ''})"
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _excerpt(value, width: int = 40) -> str:
+    text = repr(value.item() if hasattr(value, "item") else value)  # numpy scalars as plain numbers
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def failure_lines(name: str, result, frame: pd.DataFrame | None = None, readings: bool = False) -> list[str]:
+    """One line per failed expectation: table, field, bound, how many rows, and the first rows with an
+    excerpt of each value (`readings`: a readings table, whose rows name their source row and field)."""
     lines = []
     for outcome in result.results:
         if outcome.success:
             continue
-        config = outcome.expectation_config
-        column = config.kwargs.get("column")
-        details = outcome.result or {}
-        examples = details.get("partial_unexpected_list") or details.get("observed_value")
-        where = f" column '{column}'" if column else ""
-        lines.append(f"{name}: {config.type}{where} failed; e.g. {examples!r}"[:400])
+        config, details = outcome.expectation_config, outcome.result or {}
+        column = config.kwargs.get("column") or "/".join(config.kwargs.get("column_list", []))
+        where = f" field '{column}'" if column and not readings else ""
+        indexes = details.get("partial_unexpected_index_list") or []
+        if frame is not None and indexes:
+            row_name, column = (_reading_row, "text") if readings else (_row, column)
+            shown = ", ".join(
+                f"{row_name(frame, i)} = {_excerpt(_value(frame, i, column))}" for i in indexes[:3]
+            )
+            count = details.get("unexpected_count", len(indexes))
+            lines.append(f"{name}:{where} {config.type}{_bound(config)}: {count} row(s), e.g. {shown}")
+        else:
+            observed = details.get("partial_unexpected_list") or details.get("observed_value")
+            lines.append(f"{name}:{where} {config.type}{_bound(config)}: got {_excerpt(observed, 160)}")
     return lines
+
+
+def _row(frame: pd.DataFrame, index) -> str:
+    return f"row {index}" + (f" ({frame.at[index, 'id']})" if "id" in frame.columns else "")
+
+
+def _value(frame: pd.DataFrame, index, column: str):
+    if column in frame.columns:
+        return frame.at[index, column]
+    return {c: frame.at[index, c] for c in column.split("/") if c in frame.columns}
+
+
+def _reading_row(frame: pd.DataFrame, index) -> str:
+    return f"row {frame.at[index, 'row']} field '{frame.at[index, 'field']}'"
+
+
+def readings_of(frame: pd.DataFrame) -> pd.DataFrame:
+    """The wearable readings of a table: written in its text column, or as columns of their own."""
+    texts = next((c for c in ("input", "question") if c in frame.columns), None)
+    found = [column_readings(frame)]
+    if texts:
+        found.append(text_readings(frame[texts].fillna("").astype(str).tolist()))
+    return pd.concat(found, ignore_index=True)
+
+
+def check_table(
+    gx, context, source, suite, frame: pd.DataFrame, name: str, params: Params
+) -> tuple[dict, list]:
+    """Run a table's suite, and its readings suite when it has readings: (summaries by suite, failures)."""
+    outcome = run_suite(gx, context, source, suite, frame)
+    summaries = {suite.name: _summary(frame, outcome)}
+    failures = failure_lines(name, outcome, frame)
+    readings = readings_of(frame)
+    if len(readings):
+        checked = run_suite(gx, context, source, readings_suite(gx, suite.name, readings, params), readings)
+        summaries[f"{suite.name}.readings"] = _summary(readings, checked)
+        failures += failure_lines(f"{name} readings", checked, readings, readings=True)
+    return summaries, failures
+
+
+def _summary(frame: pd.DataFrame, outcome) -> dict:
+    summary = {"rows": len(frame), "success": bool(outcome.success), "expectations": len(outcome.results)}
+    for result in outcome.results:
+        if result.expectation_config.type == "expect_compound_columns_to_be_unique":
+            summary["duplicate_rows"] = (result.result or {}).get("unexpected_count", 0)
+    return summary
 
 
 def _docs_site(docs_dir: Path) -> dict:
@@ -140,30 +256,21 @@ def validate(
     gx, context = gx_context(docs_dir)
     source = context.data_sources.add_pandas(dataset)
     suites, leakage, failures = {}, {}, []
-    for name, (frame, checks) in (
-        spec.raw_tables(data_dir / spec.raw_dir) if spec.raw_tables else {}
-    ).items():
+    raw = spec.raw_tables(data_dir / spec.raw_dir, params.validate_) if spec.raw_tables else {}
+    for name, (frame, checks) in raw.items():
         suite = gx.ExpectationSuite(name=f"raw.{name}")
         for expectation, kwargs in checks:
             suite.add_expectation(getattr(gx.expectations, expectation)(**kwargs))
-        outcome = run_suite(gx, context, source, suite, frame)
-        suites[suite.name] = {
-            "rows": len(frame),
-            "success": bool(outcome.success),
-            "expectations": len(checks),
-        }
-        failures += failure_lines(f"{dataset} raw {name}", outcome)
+        found, failed = check_table(gx, context, source, suite, frame, f"{dataset} raw {name}", params)
+        suites |= found
+        failures += failed
     for task in spec.tasks:
         for split in split_names(records_dir, dataset, task.name):
-            name = f"{task.key}.{split}"
             frame = pd.DataFrame(read_records(records_dir, dataset, task.name, split))
-            result = run_suite(gx, context, source, build_suite(gx, task, split, params), frame)
-            suites[name] = {
-                "rows": len(frame),
-                "success": bool(result.success),
-                "expectations": len(result.results),
-            }
-            failures += failure_lines(name, result)
+            suite = build_suite(gx, task, split, params)
+            found, failed = check_table(gx, context, source, suite, frame, suite.name, params)
+            suites |= found
+            failures += failed
         leakage[task.key] = _leakage(task, records_dir, params)
         if leakage[task.key]["rate"] > params.validate_.max_leakage:
             failures.append(

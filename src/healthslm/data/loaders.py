@@ -389,7 +389,7 @@ def _rows(low: int, high: int | None = None) -> Check:
 
 
 def seed_json_tables(dataset: str):
-    def tables(folder: Path) -> dict:
+    def tables(folder: Path, bounds=None) -> dict:
         out = {}
         for spec in tasks_of(dataset):
             answers = "|".join(re.escape(a) for a in spec.spoken_answers) or r"\d+(\.\d+)?"
@@ -410,7 +410,7 @@ def seed_json_tables(dataset: str):
     return tables
 
 
-def pubmedqa_tables(folder: Path) -> dict:
+def pubmedqa_tables(folder: Path, bounds=None) -> dict:
     frame = pd.DataFrame(read_json(folder / "ori_pqal.json").values())
     checks = [
         *_not_null("QUESTION", "CONTEXTS", "LONG_ANSWER"),
@@ -420,13 +420,13 @@ def pubmedqa_tables(folder: Path) -> dict:
     return {"ori_pqal.json": (frame, checks)}
 
 
-def medquad_tables(folder: Path) -> dict:
+def medquad_tables(folder: Path, bounds=None) -> dict:
     frame = pd.read_json(_require(folder / "medquad_answered.jsonl.gz"), lines=True, compression="gzip")
     return {"medquad_answered.jsonl.gz": (frame, [*_not_null("question", "answer", "source"), _rows(16000)])}
 
 
 def imhi_tables(prefix: str):
-    def tables(folder: Path) -> dict:
+    def tables(folder: Path, bounds=None) -> dict:
         out = {}
         for name, columns in (
             ("train_complete", ("post", "response")),
@@ -443,7 +443,7 @@ def imhi_tables(prefix: str):
     return tables
 
 
-def globem_tables(folder: Path) -> dict:
+def globem_tables(folder: Path, bounds=None) -> dict:
     out = {}
     for spec in tasks_of("globem"):
         file_name, label = f"globem_{spec.name}.csv", spec.name.capitalize()
@@ -508,7 +508,29 @@ def csv_text_dataset(
             out[(task, split)] = records
         return out
 
-    return DatasetSpec(name, (spec,), load, license, citation)
+    def tables(folder: Path, bounds) -> dict:
+        """Each file: its declared columns present and filled, labels in the label space, text lengths
+        within validate.min_input_chars and validate.max_prompt_chars."""
+        out = {}
+        for file_name in files.values():
+            read_csv(folder / file_name, [text_column, label_column])  # a clear error for a missing column
+            frame = pd.read_csv(folder / file_name, dtype=str, keep_default_na=False)
+            frame[label_column] = frame[label_column].str.strip()
+            length = {"min_value": bounds.min_input_chars, "max_value": bounds.max_prompt_chars}
+            out[file_name] = (
+                frame,
+                [
+                    *_not_null(text_column, label_column),
+                    _rows(10),
+                    ("ExpectColumnValuesToBeInSet", {"column": label_column, "value_set": list(label_space)}),
+                    ("ExpectColumnValueLengthsToBeBetween", {"column": text_column, **length,
+                                                             "meta": {"param": "validate.min_input_chars, "
+                                                                               "validate.max_prompt_chars"}}),
+                ],
+            )  # fmt: skip
+        return out
+
+    return DatasetSpec(name, (spec,), load, license, citation, raw_tables=tables)
 
 
 PMDATA_CITE = "Thambawita et al., MMSys 2020; HealthSLM-Bench, arXiv:2509.07260"

@@ -12,8 +12,9 @@ from healthslm.tasks import TaskSpec
 Loader = Callable[[Path], dict[tuple[str, str], list[dict]]]
 # data/<dataset>/ -> {task: {k: the k few-shot examples as records}} (the seed's own pools)
 Pools = Callable[[Path], dict[str, dict[int, list[dict]]]]
-# data/<dataset>/ -> {table name: (raw rows as a DataFrame, [(GX expectation class name, kwargs), ...])}
-RawTables = Callable[[Path], dict[str, tuple[object, list[tuple[str, dict]]]]]
+# (data/<dataset>/, the validate params) -> {table name: (raw rows as a DataFrame, [(GX expectation class
+# name, kwargs), ...])}. Readings in a table (data/readings.py) get their physical-range suite from the gate.
+RawTables = Callable[[Path, object], dict[str, tuple[object, list[tuple[str, dict]]]]]
 
 
 @dataclass(frozen=True)
