@@ -21,7 +21,7 @@ import yaml
 from healthslm.augment import augment, stated_label
 from healthslm.errors import HealthSLMError
 from healthslm.judge import judge
-from healthslm.params import Params
+from healthslm.params import Params, parse_params
 from healthslm.tasks import BUILTIN_TASKS
 from healthslm.validate_augmented import read_augmented, validate_augmented
 from tests.fault_endpoint import FAULTS, fault_endpoint, listener
@@ -175,8 +175,9 @@ def test_a_remote_endpoint_is_refused_before_anything_is_sent(all_records, tmp_p
     def attempt(allow_remote: bool) -> str:
         endpoint = {"base_url": base_url, "model": "gpt-4o-mini", "allow_remote": allow_remote,
                     "max_retries": 0, "timeout_s": 2}  # fmt: skip
-        settings = params(augment={"tasks": ["pubmedqa_answer"], "per_task": 1, "endpoint": endpoint})
+        raw = {"augment": {"tasks": ["pubmedqa_answer"], "per_task": 1, "endpoint": endpoint}}
         with pytest.raises(HealthSLMError) as error:
+            settings = parse_params(raw, datasets=False)  # the schema refuses it before any stage runs
             augment(settings, all_records, tmp_path / "out", tmp_path / "cache.jsonl", tmp_path / "s.json")
         return str(error.value)
 

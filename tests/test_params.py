@@ -36,6 +36,24 @@ def test_project_params_file_is_valid():
         ({"export": {"quantizations": ["q3_x"]}}, "export.quantizations.0: Input should be 'q8_0'"),
         ({"eval": {"prompt_format": "tiny"}}, "eval.prompt_format: Input should be 'seed' or 'compact'"),
         ({"eval": {"limit": 0}}, "eval.limit: Input should be greater than 0"),
+        # combinations that cannot run
+        (
+            {"eval": {"mode": ["zs", "fs-5"]}, "prepare": {"few_shot_k": [1, 3]}},
+            "eval.mode fs-5 needs 5 in prepare.few_shot_k (has 1, 3)",
+        ),
+        ({"judge": {"modes": ["fs-3"]}, "eval": {"mode": ["zs"]}}, "judge.modes fs-3 not in eval.mode (zs)"),
+        (
+            {"train": {"datasets": ["dr"]}, "data": {"datasets": ["pmdata"]}},
+            "train.datasets dr not in data.datasets",
+        ),
+        ({"augment": {"min_chars": 50, "max_chars": 10}}, "augment: min_chars 50 is above max_chars 10"),
+        (
+            {"augment": {"endpoint": {"base_url": "https://api.example.com/v1", "model": "m"}}},
+            "set endpoint.allow_remote: true",
+        ),
+        ({"judge": {"endpoint": {"base_url": "file:///etc", "model": "m"}}}, "must be an http(s) URL"),
+        ({"validate": {"physical_ranges": {"steps": [5, 1]}}}, "steps: [5, 1] is not a range"),
+        ({"validate": {"physical_ranges": {"stepz": [0, 1]}}}, "unknown quantity stepz; known: steps"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(raw, expected):
@@ -76,3 +94,10 @@ def test_cli_reports_invalid_yaml(tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 1 and "not valid YAML" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_every_reading_maps_to_a_quantity_with_a_physical_range():
+    from healthslm.data.readings import QUANTITY
+    from healthslm.params import PHYSICAL_RANGES
+
+    assert set(QUANTITY.values()) <= set(PHYSICAL_RANGES)

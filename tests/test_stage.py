@@ -1,5 +1,6 @@
 """The stage runner's params view (a stage reads only what dvc.yaml declares) and per-work peak memory."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,11 +41,12 @@ def test_every_stage_of_dvc_yaml_declares_params_the_schema_knows():
 
 
 def test_a_stage_reading_an_undeclared_param_stops_in_one_line(tmp_path):
-    """judge without eval.mode in its declaration (the bug this view caught): one line, exit 1."""
+    """judge without its own block in its declaration: one line, exit 1 (this view once caught judge
+    reading eval.mode undeclared)."""
     text = (
         (ROOT / "dvc.yaml")
         .read_text()
-        .replace("      - eval.mode\n      - eval.bootstrap_samples\n", "      - eval.bootstrap_samples\n", 1)
+        .replace("      - eval.bootstrap_samples\n      - judge\n", "      - eval.bootstrap_samples\n", 1)
     )
     (tmp_path / "dvc.yaml").write_text(text)
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
@@ -53,8 +55,8 @@ def test_a_stage_reading_an_undeclared_param_stops_in_one_line(tmp_path):
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: stage judge reads params.yaml's eval.mode, which dvc.yaml does not declare for it "
-        "(add `- eval.mode` to its params)"
+        "error: stage judge reads params.yaml's judge, which dvc.yaml does not declare for it "
+        "(add `- judge` to its params)"
     ]
 
 
@@ -67,3 +69,52 @@ def test_peak_memory_is_the_work_s_own():
         bytearray(10 * 2**20)
     assert big.scope == small.scope == "work"
     assert big.mb - small.mb > 250  # the second piece of work does not inherit the first one's peak
+
+
+# Every subcommand (and a stage entry file) run where its inputs are missing: one line naming the input and
+# the stage that makes it, no traceback.
+MISSING_INPUTS = {
+    ("prepare",): "data/pmdata/pmdata_fatigue_train_all.json: missing; run `healthslm fetch` first",
+    ("validate",): "data/pmdata/pmdata_fatigue_train_all.json: missing; run `healthslm fetch` first",
+    ("augment",): "made by the prepare@dreaddit stage",
+    ("judge",): "artifacts/predictions/base/zs: missing; it is made by the evaluate stage",
+    (
+        "token-economy",
+    ): "artifacts/records/pmdata/fatigue.eval.jsonl: missing; it is made by the prepare@pmdata",
+    (
+        "train",
+    ): "artifacts/records/pmdata/fatigue.train.jsonl: missing; it is made by the prepare@pmdata stage",
+    ("evaluate",): "artifacts/records/pmdata/fatigue.train.jsonl: missing; it is made by the prepare@pmdata",
+    ("report",): "reports/token_economy.json: missing; it is made by the token_economy stage",
+    ("readme",): "reports/summary.md: missing; it is made by the report stage",
+    ("export",): "eval.finetuned: no model in artifacts/model/ (run the train stage",
+    ("quantize", "--type", "q8_0"): "artifacts/gguf/model-f16.gguf: missing; run the export stage first",
+    ("ondevice",): "eval.finetuned: no model in artifacts/model/ (run the train stage",
+    ("wandb-sync",): "no offline W&B runs under wandb/",
+    ("validate", "--augmented"): "missing; it is made by the augment stage",
+}
+
+
+def test_every_subcommand_names_its_missing_input_and_the_stage_that_makes_it(tmp_path):
+    for name in ("params.yaml", "dvc.yaml", "README.md"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    runs = {
+        command: subprocess.Popen(
+            [sys.executable, "-m", "healthslm", *command],
+            cwd=tmp_path,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        for command in MISSING_INPUTS
+    }
+    runs[("stage", "augment")] = subprocess.Popen(
+        [sys.executable, str(ROOT / "stages" / "augment.py")], cwd=tmp_path, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    expected = {**MISSING_INPUTS, ("stage", "augment"): "made by the prepare@dreaddit stage"}
+    for command, process in runs.items():
+        _, stderr = process.communicate(timeout=600)
+        errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+        assert process.returncode == 1 and "Traceback" not in stderr, (command, stderr[-2000:])
+        assert len(errors) == 1 and expected[command] in errors[0], (command, stderr[-2000:])

@@ -256,6 +256,11 @@ def main() -> None:
     except HealthSLMError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(1)
+    except FileNotFoundError as exc:
+        from healthslm.stage import missing_input
+
+        click.secho(f"error: {missing_input(exc)}", fg="red", err=True)
+        sys.exit(1)
     except click.exceptions.Abort:
         sys.exit(130)
     except click.ClickException as exc:

@@ -8,6 +8,7 @@ reports/judge.json (per criterion: mean and 95 % bootstrap CI).
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -117,7 +118,9 @@ def judge_one(client: Client, messages: list[dict], generation: dict) -> dict:
 def answers_to_judge(params: Params, predictions_root: Path, records_dir: Path) -> list[tuple]:
     """(mode, answer-set name, [(id, question, reference, answer)]) for every open-ended answer set."""
     sets = []
-    for mode in [m for m in params.judge.modes if m in params.eval.mode]:  # modes evaluated this run
+    for mode in params.judge.modes:  # the schema makes them modes that eval.mode runs
+        if not (folder := predictions_dir(mode, predictions_root)).is_dir():
+            raise FileNotFoundError(errno.ENOENT, "no predictions", str(folder))
         for spec in available_tasks(params.data.datasets, records_dir):
             name = spec.key if spec.label_kind == "text" else f"{spec.key}_explanation"
             path = predictions_dir(mode, predictions_root) / f"{name}.jsonl"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
-import ipaddress
 import json
 import os
 import signal
@@ -37,22 +36,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from healthslm.errors import HealthSLMError
-from healthslm.params import Endpoint
+from healthslm.params import Endpoint, is_loopback
 
 LOCAL_MODEL_PRESET = "smollm2-135m"  # the embedded GGUF the local server serves
 SERVER_START_TIMEOUT_S = 180
 # USD per 1M input / output tokens (OpenAI list price) of the seeds' augmenter, for the cost comparison
 GPT_4O_MINI_PRICES = (0.15, 0.60)
-
-
-def is_loopback(url: str) -> bool:
-    host = (urlparse(url).hostname or "").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_privacy(endpoint: Endpoint, where: str) -> None:

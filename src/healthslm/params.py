@@ -5,8 +5,10 @@ A wrong type, unknown key or bad value fails with one line naming the key and wh
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -14,6 +16,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from healthslm.errors import HealthSLMError
 
 PARAMS_FILE = Path("params.yaml")
+
+
+def is_loopback(url: str) -> bool:
+    host = (urlparse(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 ALL_DATASETS = ["pmdata", "aw_fb", "globem", "pubmedqa", "medquad", "dr", "dreaddit"]
 
 
@@ -153,9 +167,18 @@ class Endpoint(Block):
     n_threads: int | None = Field(default=None, gt=0)  # local server only; null = every core
 
     @model_validator(mode="after")
-    def _remote_needs_a_model(self):
+    def _usable(self):
+        if self.base_url and urlparse(self.base_url).scheme not in ("http", "https"):
+            raise ValueError(
+                f"endpoint.base_url must be an http(s) URL (got scheme {urlparse(self.base_url).scheme!r})"
+            )
         if self.base_url and not self.model:
             raise ValueError("endpoint.model is required with a base_url")
+        if self.base_url and not is_loopback(self.base_url) and not self.allow_remote:
+            raise ValueError(
+                "endpoint.base_url is not on this machine and the records are health data; "
+                "set endpoint.allow_remote: true to send them there"
+            )
         return self
 
 
@@ -178,6 +201,12 @@ class AugmentParams(GenerationParams):
     min_chars: int = Field(default=40, ge=1)  # a response outside these bounds is rejected
     max_chars: int = Field(default=2000, gt=0)
     endpoint: Endpoint = Endpoint()
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars {self.min_chars} is above max_chars {self.max_chars}")
+        return self
 
 
 class JudgeParams(GenerationParams):
@@ -208,11 +237,31 @@ class Params(Block):
     judge: JudgeParams = JudgeParams()
     export: ExportParams = ExportParams()
 
+    @model_validator(mode="after")
+    def _runnable(self):
+        """Combinations of blocks that cannot run, refused before any stage starts."""
+        pools = self.prepare.few_shot_k
+        for mode in self.eval.mode:
+            if mode.startswith("fs-") and int(mode[3:]) not in pools:
+                has = ", ".join(map(str, pools))
+                raise ValueError(f"eval.mode {mode} needs {mode[3:]} in prepare.few_shot_k (has {has})")
+        if missing := [m for m in self.judge.modes if m not in self.eval.mode]:
+            raise ValueError(
+                f"judge.modes {', '.join(missing)} not in eval.mode ({', '.join(self.eval.mode)}): "
+                "the judge scores the answers evaluate writes"
+            )
+        if extra := [d for d in self.train.datasets or [] if d not in self.data.datasets]:
+            raise ValueError(f"train.datasets {', '.join(extra)} not in data.datasets")
+        return self
+
 
 def _describe(error: dict) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    key = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
         return f"unknown key '{key}'"
+    if error["type"] == "value_error":  # our validators' messages name the keys themselves
+        message = error["msg"].removeprefix("Value error, ")
+        return f"{key}: {message}" if key and not message.startswith(key.rsplit(".", 1)[0]) else message
     got = error.get("input")
     shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
     return f"{key}: {error['msg']}{shown}"

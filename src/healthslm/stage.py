@@ -12,6 +12,7 @@ import argparse
 import atexit
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -81,6 +82,40 @@ def stage_params(stage: str, params_file: Path = PARAMS_FILE, dvc_file: Path = D
     return restrict(load_params(params_file, datasets), declared, stage)
 
 
+def _outs(entry: dict) -> list[str]:
+    paths = []
+    for kind in ("outs", "metrics", "plots"):
+        for out in entry.get(kind, []):
+            paths.append(out if isinstance(out, str) else next(iter(out)))
+    return paths
+
+
+def producer_of(path: Path, dvc_file: Path = DVC_FILE) -> str | None:
+    """The dvc.yaml stage that writes `path` (a foreach stage as name@item), or None."""
+    if not dvc_file.exists():
+        return None
+    wanted = path.as_posix()
+    for name, body in yaml.safe_load(dvc_file.read_text(encoding="utf-8"))["stages"].items():
+        for out in _outs(body.get("do", body)):
+            pattern = re.escape(out).replace(re.escape("${item}"), "(?P<item>[^/]+)")
+            if match := re.fullmatch(f"{pattern}(/.*)?", wanted):
+                item = match.groupdict().get("item")
+                return f"{name}@{item}" if item else name
+    return None
+
+
+def missing_input(exc: FileNotFoundError, dvc_file: Path = DVC_FILE) -> str:
+    """One line for a missing input: the file, and the stage that makes it."""
+    if not exc.filename:
+        return str(exc)
+    path = Path(os.path.relpath(exc.filename))
+    if (producer := producer_of(path, dvc_file)) is not None:
+        return f"{path}: missing; it is made by the {producer} stage: run `dvc repro {producer}` first"
+    if path.parts[:1] == ("data",):
+        return f"{path}: missing; run `healthslm fetch` (or `dvc pull`) first"
+    return f"{path}: missing (no stage of {dvc_file} makes it; run from the project root)"
+
+
 def _trace_reads(stage: str, folder: str) -> None:
     """List every file this process opens for reading (an audit hook), written at exit."""
     reads: set[str] = set()
@@ -116,4 +151,7 @@ def run(stage: str, work: Callable[..., object], *options: str) -> None:
         work(stage_params(stage), **args)
     except HealthSLMError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except FileNotFoundError as exc:
+        print(f"error: {missing_input(exc)}", file=sys.stderr)
         sys.exit(1)

@@ -6,6 +6,7 @@ Exact columns, unique ids, non-null output and provenance, split train, output l
 
 from __future__ import annotations
 
+import errno
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from healthslm.validate import failure_lines, gx_context, run_suite
 
 def read_augmented(out_dir: Path = AUGMENTED_DIR) -> dict[str, list[dict]]:
     """Augmented records per task key."""
+    if not out_dir.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no augmented records", str(out_dir))
     return {
         f"{path.parent.name}_{path.name.split('.')[0]}": read_jsonl(path)
         for path in sorted(out_dir.glob("*/*.train.jsonl"))
@@ -86,7 +89,7 @@ def validate_augmented(
             "success": bool(result.success),
             "expectations": len(result.results),
         }
-        failures += failure_lines(name, result)
+        failures += failure_lines(name, result, frame)
     context.build_data_docs(site_names=["healthslm"])
     write_json(summary_file, {"success": not failures, "suites": suites, "failures": failures})
     echo(f"augmented: {len(suites)} record sets validated; Data Docs: {docs_dir / 'index.html'}")
