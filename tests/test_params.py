@@ -52,6 +52,22 @@ def test_project_params_file_is_valid():
             "set endpoint.allow_remote: true",
         ),
         ({"judge": {"endpoint": {"base_url": "file:///etc", "model": "m"}}}, "must be an http(s) URL"),
+        (
+            {
+                "augment": {
+                    "endpoint": {
+                        "base_url": "https://u:p@api.example.com/v1",
+                        "model": "m",
+                        "allow_remote": True,
+                    }
+                }
+            },
+            "base_url carries credentials",
+        ),  # it would land in dvc.lock
+        (
+            {"judge": {"endpoint": {"base_url": "http://127.0.0.1:1/v1?api-key=abc", "model": "m"}}},
+            "carries credentials",
+        ),
         ({"validate": {"physical_ranges": {"steps": [5, 1]}}}, "steps: [5, 1] is not a range"),
         ({"validate": {"physical_ranges": {"stepz": [0, 1]}}}, "unknown quantity stepz; known: steps"),
     ],

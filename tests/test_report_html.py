@@ -87,3 +87,55 @@ def test_verdicts_know_which_way_is_better():
     }
     row = task_table(diff)[2]
     assert row.startswith("| zs | t | mae ↓ | 1.000 | 0.750 [0.500, 1.000] | -0.250 | ▲ better | 0.900 |")
+
+
+def test_a_page_shows_untrusted_text_as_text_and_inlines_only_its_own_images(tmp_path, browser):
+    import base64
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from healthslm.html import untrusted
+
+    secret = tmp_path / "secret.png"  # a local file outside the report's folder
+    secret.write_bytes(b"\x89PNG private bytes")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    plt.plot([1, 2])
+    plt.savefig(reports / "own.png")
+    model_output = f'Rest. <img src="{secret}"> ![x]({secret}) [click](http://example.com/?q=1) | **bold**'
+    markdown = (
+        f'# t\n\n<img src="{secret}">\n\n![raw]({secret})\n\nThe model said: {untrusted(model_output)}\n\n'
+        "![own](own.png)\n\n![remote](http://example.com/pixel.png)\n"
+    )
+    page = markdown_to_html(markdown, "t", reports)
+    assert base64.b64encode(secret.read_bytes()).decode()[:12] not in page  # no local file pulled in
+    images = re.findall(r'<img src="([^"]{0,22})', page)
+    assert images == ["data:image/png;base64,"]  # only the report's own figure; no local file, no remote URL
+    assert "<a href" not in page  # the model's link stays text
+    shown = tmp_path / "page.html"
+    shown.write_text(page)
+    dom, console = browser(shown)
+    assert console == [] and f'Rest. <img src="{secret}"> ![x]({secret})' in html_text(dom)
+
+
+def html_text(dom: str) -> str:
+    import html as html_module
+
+    return html_module.unescape(re.sub(r"<[^>]+>", "", dom))
+
+
+def test_endpoint_urls_are_shown_without_credentials_or_query():
+    from healthslm.params import parse_params, public_params, public_url
+
+    assert (
+        public_url("https://user:tok@api.example.com:8443/v1?api-version=2024#x")
+        == "https://api.example.com:8443/v1"
+    )
+    params = parse_params(
+        {"judge": {"endpoint": {"base_url": "http://127.0.0.1:8080/v1?api-version=2024", "model": "m"}}},
+        datasets=False,
+    )
+    assert public_params(params)["judge"]["endpoint"]["base_url"] == "http://127.0.0.1:8080/v1"

@@ -20,9 +20,10 @@ import numpy as np
 from healthslm import metrics
 from healthslm.data.registry import all_tasks
 from healthslm.errors import HealthSLMError
-from healthslm.html import markdown_to_html
+from healthslm.html import markdown_to_html, untrusted
 from healthslm.io import atomic_dir, write_text
 from healthslm.metrics import LOWER_IS_BETTER
+from healthslm.params import public_url
 from healthslm.paths import COMPARE_DIR, FT_METRICS_FILE, METRICS_FILE, TRAINING_SUMMARY, predictions_dir
 from healthslm.plots import pyplot, save_png
 
@@ -246,12 +247,16 @@ def other_metrics_table(path: str, diff: dict[str, dict], only_changed: bool) ->
     return header + lines if lines else []
 
 
+def _shown(key: str, value):
+    return public_url(value) if key.endswith("base_url") and isinstance(value, str) else value
+
+
 def params_table(diff: dict[str, dict]) -> list[str]:
     lines = ["| file | param | base | target |", "|---|---|---|---|"]
     for path, params in diff.items():
         for key, change in sorted(params.items()):
-            old, new = (json.dumps(change.get(side)) for side in ("old", "new"))
-            lines.append(f"| {path} | {key} | `{old}` | `{new}` |")
+            old, new = (json.dumps(_shown(key, change.get(side))) for side in ("old", "new"))
+            lines.append(f"| {path} | {key} | {untrusted(old)} | {untrusted(new)} |")
     return lines if len(lines) > 2 else ["No parameter changed."]
 
 

@@ -6,9 +6,10 @@ A wrong type, unknown key or bad value fails with one line naming the key and wh
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse, urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -16,6 +17,25 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from healthslm.errors import HealthSLMError
 
 PARAMS_FILE = Path("params.yaml")
+
+
+_CREDENTIAL_QUERY = re.compile(r"(key|token|secret|sig|password|auth)", re.I)
+
+
+def public_url(url: str) -> str:
+    """A URL as reports show it: scheme, host, port and path; no user, password, query or fragment."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def public_params(params: Params) -> dict:
+    """The params as reports show them: every endpoint's base_url through `public_url`."""
+    shown = params.model_dump(by_alias=True)
+    for block in ("augment", "judge"):
+        if url := shown[block]["endpoint"]["base_url"]:
+            shown[block]["endpoint"]["base_url"] = public_url(url)
+    return shown
 
 
 def is_loopback(url: str) -> bool:
@@ -150,6 +170,13 @@ class EvalParams(Block):
         return [v.strip() for v in value.split(",")] if isinstance(value, str) else value
 
 
+def _has_credentials(url: str) -> bool:
+    parts = urlsplit(url)
+    return bool(parts.username or parts.password) or any(
+        _CREDENTIAL_QUERY.search(name) for name, _ in parse_qsl(parts.query, keep_blank_values=True)
+    )
+
+
 class Endpoint(Block):
     """An OpenAI-compatible endpoint. base_url null = a llama.cpp server this stage starts on 127.0.0.1
     with the embedded GGUF. Records are health data: a non-loopback base_url also needs allow_remote."""
@@ -171,6 +198,11 @@ class Endpoint(Block):
         if self.base_url and urlparse(self.base_url).scheme not in ("http", "https"):
             raise ValueError(
                 f"endpoint.base_url must be an http(s) URL (got scheme {urlparse(self.base_url).scheme!r})"
+            )
+        if self.base_url and _has_credentials(self.base_url):
+            raise ValueError(
+                "endpoint.base_url carries credentials (user:password@ or a key in the query), which would "
+                "land in params.yaml, dvc.lock and reports; put the key in the variable api_key_env names"
             )
         if self.base_url and not self.model:
             raise ValueError("endpoint.model is required with a base_url")

@@ -13,10 +13,10 @@ import yaml
 
 from healthslm.data.fetch import load_sources
 from healthslm.data.registry import all_tasks, get_dataset
-from healthslm.html import markdown_to_html
+from healthslm.html import markdown_to_html, untrusted
 from healthslm.io import write_text
 from healthslm.models.registry import ModelPreset, resolve_model
-from healthslm.params import Params
+from healthslm.params import Params, public_params
 from healthslm.paths import (
     AUGMENT_SUMMARY,
     AUGMENT_VALIDATION,
@@ -205,7 +205,9 @@ def augmentation_section(summary: dict | None, validation: dict | None) -> list[
         *(f"| {reason} | {count} |" for reason, count in summary["rejected"].items()),
     ]
     if validation:
-        verdict = "passed" if validation["success"] else "failed: " + "; ".join(validation["failures"])
+        verdict = (
+            "passed" if validation["success"] else "failed: " + untrusted("; ".join(validation["failures"]))
+        )
         lines += ["", f"Great Expectations gate over the kept records ({len(validation['suites'])} sets): "
                   f"{verdict}. Data Docs: `reports/data_docs/augmented/index.html`."]  # fmt: skip
     return lines
@@ -567,7 +569,7 @@ def render(
         "## Parameters",
         "",
         "```json",
-        json.dumps(params.model_dump(by_alias=True), indent=2),
+        json.dumps(public_params(params), indent=2),
         "```",
         "",
     ]
