@@ -127,8 +127,8 @@ def test_globem_from_a_user_copy_with_the_documented_schema(tmp_path):
         echo=print,
         data_dir=tmp_path / "data",
     )
-    assert len(suites) == 2 * (2 + 4) and all(s["success"] for s in suites.values())  # and their readings
-    assert suites["raw.globem_anxiety.csv.readings"]["rows"] == 80 * 6
+    assert len(suites) == 2 + 4 + 1 and all(s["success"] for s in suites.values())  # and their readings
+    assert suites["readings"]["tables"] == 6 and suites["readings"]["rows"] == 2 * 2 * 80 * 6
 
 
 def test_globem_bad_label_names_file_row_and_field(tmp_path):

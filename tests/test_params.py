@@ -43,6 +43,10 @@ def test_project_params_file_is_valid():
         ),
         ({"judge": {"modes": ["fs-3"]}, "eval": {"mode": ["zs"]}}, "judge.modes fs-3 not in eval.mode (zs)"),
         (
+            {"judge": {"modes": ["fs-3"]}, "eval": {"mode": ["fs-3"]}},
+            "few-shot modes write no open-ended answers",
+        ),
+        (
             {"train": {"datasets": ["dr"]}, "data": {"datasets": ["pmdata"]}},
             "train.datasets dr not in data.datasets",
         ),
@@ -117,3 +121,9 @@ def test_every_reading_maps_to_a_quantity_with_a_physical_range():
     from healthslm.params import PHYSICAL_RANGES
 
     assert set(QUANTITY.values()) <= set(PHYSICAL_RANGES)
+
+
+def test_the_judge_follows_eval_mode_unless_told():
+    assert parse_params({"eval": {"mode": ["ft"]}}, datasets=False).judged_modes == []  # nothing to judge
+    assert parse_params({}, datasets=False).judged_modes == ["zs"]
+    assert parse_params({"judge": {"modes": ["ft", "zs"]}}, datasets=False).judged_modes == ["ft", "zs"]

@@ -199,7 +199,8 @@ def augment(
     write_json(summary_file, summary)
     echo(
         f"augment: {len(work)} generated ({usage['new_responses']} new, {usage['cache_hits']} cached, "
-        f"{usage['http_requests']} HTTP requests), {summary['imported']} imported; "
+        f"{usage['http_requests']} HTTP requests, {usage['failed_requests']} unanswered after retries), "
+        f"{summary['imported']} imported; "
         f"kept {sum(summary['accepted'].values())}, rejected {len(rejected)}: {summary['rejected']}"
     )
     return summary

@@ -118,7 +118,7 @@ def judge_one(client: Client, messages: list[dict], generation: dict) -> dict:
 def answers_to_judge(params: Params, predictions_root: Path, records_dir: Path) -> list[tuple]:
     """(mode, answer-set name, [(id, question, reference, answer)]) for every open-ended answer set."""
     sets = []
-    for mode in params.judge.modes:  # the schema makes them modes that eval.mode runs
+    for mode in params.judged_modes:  # the schema makes them modes that eval.mode runs
         if not (folder := predictions_dir(mode, predictions_root)).is_dir():
             raise FileNotFoundError(errno.ENOENT, "no predictions", str(folder))
         for spec in available_tasks(params.data.datasets, records_dir):

@@ -242,7 +242,8 @@ class AugmentParams(GenerationParams):
 
 
 class JudgeParams(GenerationParams):
-    modes: list[Mode] = ["zs"]  # whose open-ended answers are judged (eval.mode must include them)
+    # Whose open-ended answers are judged: modes of eval.mode without shots (zs, ft); null = zs if evaluated
+    modes: list[Mode] | None = None
     max_tokens: int = Field(default=200, gt=0)
     endpoint: Endpoint = Endpoint()
 
@@ -269,6 +270,13 @@ class Params(Block):
     judge: JudgeParams = JudgeParams()
     export: ExportParams = ExportParams()
 
+    @property
+    def judged_modes(self) -> list[str]:
+        """The modes whose open-ended answers the judge scores."""
+        if self.judge.modes is not None:
+            return list(self.judge.modes)
+        return [m for m in self.eval.mode if m == "zs"]
+
     @model_validator(mode="after")
     def _runnable(self):
         """Combinations of blocks that cannot run, refused before any stage starts."""
@@ -277,10 +285,14 @@ class Params(Block):
             if mode.startswith("fs-") and int(mode[3:]) not in pools:
                 has = ", ".join(map(str, pools))
                 raise ValueError(f"eval.mode {mode} needs {mode[3:]} in prepare.few_shot_k (has {has})")
-        if missing := [m for m in self.judge.modes if m not in self.eval.mode]:
+        if missing := [m for m in self.judge.modes or [] if m not in self.eval.mode]:
             raise ValueError(
                 f"judge.modes {', '.join(missing)} not in eval.mode ({', '.join(self.eval.mode)}): "
                 "the judge scores the answers evaluate writes"
+            )
+        if shots := [m for m in self.judge.modes or [] if m.startswith("fs-")]:
+            raise ValueError(
+                f"judge.modes {', '.join(shots)}: few-shot modes write no open-ended answers (zs, ft do)"
             )
         if extra := [d for d in self.train.datasets or [] if d not in self.data.datasets]:
             raise ValueError(f"train.datasets {', '.join(extra)} not in data.datasets")

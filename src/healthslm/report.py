@@ -401,7 +401,7 @@ def token_table(tokens: dict) -> list[str]:
 def data_section(validations: dict[str, dict]) -> list[str]:
     sources = load_sources()
     lines = [
-        "| dataset | source | license | record sets | rows (train / eval) | gate | leakage (eval in train) "
+        "| dataset | source | license | GX suites | rows (train / eval) | gate | leakage (eval in train) "
         "| Data Docs |",
         "|---|---|---|--:|---|---|---|---|",
     ]
