@@ -139,3 +139,11 @@ def test_endpoint_urls_are_shown_without_credentials_or_query():
         datasets=False,
     )
     assert public_params(params)["judge"]["endpoint"]["base_url"] == "http://127.0.0.1:8080/v1"
+
+
+def test_untrusted_param_values_stay_code_in_a_table():
+    from healthslm.html import inline_code
+
+    cell = inline_code('a|b `<img src="/etc/passwd">`')
+    page = markdown_to_html(f"| k | v |\n|---|---|\n| x | {cell} |\n", "t", ROOT)
+    assert "<img" not in page and "<td><code>a|b '&lt;img" in page

@@ -20,7 +20,7 @@ import numpy as np
 from healthslm import metrics
 from healthslm.data.registry import all_tasks
 from healthslm.errors import HealthSLMError
-from healthslm.html import markdown_to_html, untrusted
+from healthslm.html import inline_code, markdown_to_html
 from healthslm.io import atomic_dir, write_text
 from healthslm.metrics import LOWER_IS_BETTER
 from healthslm.params import public_url
@@ -256,7 +256,7 @@ def params_table(diff: dict[str, dict]) -> list[str]:
     for path, params in diff.items():
         for key, change in sorted(params.items()):
             old, new = (json.dumps(_shown(key, change.get(side))) for side in ("old", "new"))
-            lines.append(f"| {path} | {key} | {untrusted(old)} | {untrusted(new)} |")
+            lines.append(f"| {path} | {key} | {inline_code(old)} | {inline_code(new)} |")
     return lines if len(lines) > 2 else ["No parameter changed."]
 
 

@@ -37,6 +37,11 @@ def untrusted(text: str) -> str:
     return _MARKDOWN_SYNTAX.sub(r"\\\1", " ".join(str(text).split()))
 
 
+def inline_code(text: str) -> str:
+    """Untrusted text as a Markdown code span in a table cell (a code span renders nothing inside it)."""
+    return "`" + " ".join(str(text).split()).replace("`", "'").replace("|", "\\|") + "`"
+
+
 def _inline_images(body: str, base_dir: Path) -> str:
     """Replace images by data: URIs of files inside `base_dir`; drop every other image."""
     root = base_dir.resolve()
