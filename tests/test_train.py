@@ -19,11 +19,12 @@ import torch
 import yaml
 
 from healthslm.data.registry import all_tasks
-from healthslm.models.registry import effective_recipe, resolve_model
+from healthslm.models.capacity import GB, Architecture, activation_bytes, plan_training
+from healthslm.models.registry import effective_recipe, load_preset, resolve_model
 from healthslm.params import Params, parse_params
 from healthslm.prepare import read_records
 from healthslm.prompts import answer_continuation
-from healthslm.train import completion, rewind_live
+from healthslm.train import answer_only_loss, completion, rewind_live
 
 SECRETS = {
     "OPENAI_API_KEY": "sk-test-0penai-s3cret-value-0123456789",
@@ -128,6 +129,66 @@ def test_padding_free_batch_equals_separate_forwards(tiny_model_dir):
         packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
         separate = torch.cat([model(input_ids=torch.tensor([ids])).logits[0] for ids in sequences])
     assert torch.allclose(packed.logits[0], separate, atol=1e-5)
+
+
+def test_answer_only_loss_equals_the_full_loss_and_projects_only_answer_tokens(embedded):
+    """The real 135M on a padding-free batch of two sequences: the same loss as the model's own over the
+    full logits, while the LM head receives one hidden state per answer token."""
+    model, _ = embedded
+    ids = torch.arange(100, 160).unsqueeze(0)
+    positions = torch.cat([torch.arange(40), torch.arange(20)]).unsqueeze(0)
+    labels = torch.full_like(ids, -100)
+    labels[0, 35:40], labels[0, 57:60] = ids[0, 35:40], ids[0, 57:60]  # answers end each sequence
+    batch = {"input_ids": ids, "position_ids": positions, "labels": labels}
+    seen = []
+    hook = model.lm_head.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))
+    try:
+        with torch.no_grad():
+            ours = answer_only_loss(model, batch)
+            seen_by_ours = seen.pop()
+            full = model(input_ids=ids, position_ids=positions, labels=labels, use_cache=False).loss
+    finally:
+        hook.remove()
+    assert seen_by_ours[-2] == 8 and seen.pop()[-2] == 60  # answer positions vs every position
+    assert torch.allclose(ours, full, atol=1e-5)
+    assert torch.allclose(answer_only_loss(model, batch, num_items_in_batch=16) * 16, ours * 8, atol=1e-4)
+
+
+def test_presets_carry_the_architecture_of_their_weights(embedded):
+    model, _ = embedded
+    assert Architecture.of(model.config) == load_preset("smollm2-135m").architecture
+    tinyllama = load_preset("tinyllama").architecture
+    assert round(tinyllama.parameters / 1e6) == 1100  # TinyLlama-1.1B's published size
+
+
+def test_the_memory_plan_keeps_the_largest_batch_within_the_budget():
+    """TinyLlama's recipe (4 x 2048 tokens, accumulation 4): the plan runs the same effective batch, the
+    cheapest way that fits; the estimate of its largest batch never exceeds the budget."""
+    arch, answers = load_preset("tinyllama").architecture, [40, 30, 8, 8]
+    roomy = plan_training(arch, 4, 4, 2048, answers, 200, None)
+    assert (roomy.checkpointing, roomy.batch_size, roomy.grad_accum) == (False, 4, 4)
+    one_each = plan_training(arch, 4, 4, 2048, answers, 200, None, packed=False)
+    assert (one_each.batch_size, one_each.grad_accum) == (1, 16)
+    plans = [plan_training(arch, 4, 4, 2048, answers, budget, None) for budget in (40, 12, 3, 1)]
+    assert [(p.checkpointing, p.batch_size) for p in plans] == [(False, 2), (False, 1), (True, 2), (True, 1)]
+    for plan, budget in zip(plans, (40, 12, 3, 1), strict=True):
+        assert plan.batch_size * plan.grad_accum == 16
+        tokens = plan.max_batch_tokens
+        assert (
+            activation_bytes(arch, tokens, sum(answers[: plan.batch_size]), plan.checkpointing) <= budget * GB
+        )
+    assert plan_training(arch, 4, 4, 2048, answers, 0.1, None) is None
+    forced = plan_training(arch, 4, 4, 2048, answers, 200, True)
+    assert forced.checkpointing and forced.batch_size == 4
+
+
+def test_a_budget_too_small_for_one_example_fails_in_one_line(tmp_path, pmdata_records, tiny_model_dir):
+    train = {"examples_per_task": 2, "activation_budget_gb": 0.0001, "wandb": {"enabled": False}}
+    work = _workdir(tmp_path, pmdata_records, train, str(tiny_model_dir))
+    result = subprocess.run(["healthslm", "train"], cwd=work, capture_output=True, text=True, env=_env())
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and len(errors) == 1 and "Traceback" not in result.stderr
+    assert "train.activation_budget_gb: 0.0001 GB cannot hold one example of 1024 tokens" in result.stderr
 
 
 def test_rewind_live_drops_steps_after_the_checkpoint(tmp_path):

@@ -133,7 +133,11 @@ class TrainParams(Block):
     batch_size: int | None = None
     grad_accum: int | None = None
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto = bf16 autocast where the CPU/GPU has it
-    gradient_checkpointing: bool = False
+    # Activation memory of the largest batch (every example at max_length), estimated before training; null =
+    # 10 % of this machine's RAM. Gradient checkpointing (null = only if needed) and smaller batches with more
+    # accumulation keep it within.
+    activation_budget_gb: float | None = Field(default=None, gt=0)
+    gradient_checkpointing: bool | None = None
     save_steps: int = Field(default=10, gt=0)  # checkpoint interval; an interrupted run resumes from the last
     merge: bool = True  # also write the adapter merged into the base model (needed by export)
     wandb: WandbParams = WandbParams()

@@ -43,6 +43,8 @@ ONDEVICE_FIGURE = Path("reports/ondevice/speed_vs_accuracy.png")
 REPORT_FILE = Path("reports/report.md")
 SUMMARY_FILE = Path("reports/summary.md")  # README's results block
 EVAL_BENCHMARK = Path("reports/benchmarks/eval_speed.json")  # benchmarks/eval_speed.py's output
+CAPACITY_BENCHMARK = Path("reports/benchmarks/capacity.json")  # benchmarks/capacity.py's output
+STAGE_TIMES_DIR = Path("reports/stages")  # each stage's wall time and peak memory (stage.run)
 FIGURES_DIR = Path("reports/figures")
 COMPARE_DIR = Path("reports/compare")
 

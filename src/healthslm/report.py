@@ -29,6 +29,7 @@ from healthslm.paths import (
     ONDEVICE_FILE,
     PLOTS_DIR,
     REPORT_FILE,
+    STAGE_TIMES_DIR,
     SUMMARY_FILE,
     TOKENS_FILE,
     TRAIN_CURVES_DIR,
@@ -173,6 +174,15 @@ def training_section(training: dict | None) -> list[str]:
     for key, counts in training["tasks"].items():
         cells = (counts["examples"], counts["dropped_long_prompt"], counts["cut_long_answer"])
         lines.append(f"| {key} | " + " | ".join(map(str, cells)) + " |")
+    if plan := training.get("memory_plan"):
+        lines += [
+            "",
+            "Memory plan: activations of the largest batch estimated at "
+            f"{plan['estimated_activations_gb']} GB within the {plan['activation_budget_gb']} GB budget "
+            f"(`train.activation_budget_gb`): micro-batches "
+            f"of {plan['micro_batch']} x accumulation {plan['grad_accum']}, gradient checkpointing "
+            f"{'on' if plan['gradient_checkpointing'] else 'off'}; the LM head sees only answer tokens.",
+        ]
     lines += ["", "Curves (loss, learning rate, tokens/s by step): `dvc plots show reports/train/plots`."]
     return lines
 
@@ -317,6 +327,35 @@ def efficiency_table(efficiency: dict) -> list[str]:
     return lines
 
 
+def read_stage_times(folder: Path = STAGE_TIMES_DIR) -> list[dict]:
+    """Each stage's reports/stages/<stage>.json (written by the run that made its outputs), slowest first."""
+    rows = [json.loads(f.read_text(encoding="utf-8")) for f in sorted(folder.glob("*.json"))]
+    return sorted(rows, key=lambda row: -(row.get("wall_s") or 0))
+
+
+def stage_time_section(rows: list[dict]) -> list[str]:
+    """Where a `dvc repro` spends its time: the stage runs that made the committed outputs."""
+    if not rows:
+        return ["No stage timings yet (reports/stages/ is written by each stage's run)."]
+    total = sum(row.get("wall_s") or 0 for row in rows)
+    cpus = sorted({row["cpu"] for row in rows})
+    lines = [
+        f"Stage runs that made these outputs: {total / 60:.1f} min in total on {', '.join(cpus)} "
+        f"({rows[0]['cores']} cores), process start-up included; the report stage itself is not counted. "
+        "A stage DVC skipped keeps its earlier run's time.",
+        "",
+        "| stage | wall s | share | peak RSS MB | largest child's peak RSS MB |",
+        "|---|--:|--:|--:|--:|",
+    ]
+    for row in rows:
+        wall = row.get("wall_s") or 0
+        lines.append(
+            f"| {row['stage']} | {wall:.1f} | {wall / max(total, 1e-9):.0%} | {row['peak_rss_mb']:.0f} "
+            f"| {row['children_peak_rss_mb']:.0f} |"
+        )
+    return lines
+
+
 def plot_gallery(plots_dir: Path) -> list[str]:
     images = sorted(plots_dir.glob("*/scores/*.png"))
     return [f"![{image.stem}]({image.relative_to(REPORT_FILE.parent)})" for image in images]
@@ -452,6 +491,7 @@ def render(
     augmentation_validation: dict | None = None,
     judge: dict | None = None,
     ondevice: dict | None = None,
+    stage_times: list[dict] = (),
 ) -> str:
     preset = resolve_model(params.model)
     limit = params.eval.limit or "all"
@@ -539,6 +579,10 @@ def render(
         "Latency is per example (a text batch's time is shared by its prompts). Time to first token and "
         "decode tokens/s are the open-ended generation's, per batch of up to "
         f"{params.eval.text_batch_size} prompts (decode counts the tokens of every sequence).",
+        "",
+        "### Where the time goes",
+        "",
+        *stage_time_section(list(stage_times)),
         "",
         "## On-device (GGUF, llama.cpp)",
         "",
@@ -632,7 +676,16 @@ def report(
     if verdict_figure(task_verdicts(metrics, params.eval.mode), figures_dir / "verdicts.png"):
         figures.append("verdicts")
     extras = {name: _read_optional(path) for name, path in OPTIONAL_INPUTS.items()}
-    markdown = render(params, metrics, validations, tokens, training, tuple(figures), **extras)
+    markdown = render(
+        params,
+        metrics,
+        validations,
+        tokens,
+        training,
+        tuple(figures),
+        **extras,
+        stage_times=read_stage_times(),
+    )
     write_text(out_file, markdown)
     preset = resolve_model(params.model)
     summary = readme_summary(

@@ -21,7 +21,10 @@ import yaml
 from pydantic import BaseModel
 
 from healthslm.errors import HealthSLMError
+from healthslm.io import write_json
 from healthslm.params import PARAMS_FILE, Params, load_params
+from healthslm.paths import STAGE_TIMES_DIR
+from healthslm.resources import children_peak_rss_mb, cpu_name, peak_rss_mb, process_seconds
 
 DVC_FILE = Path("dvc.yaml")
 TRACE_ENV = "HEALTHSLM_TRACE_READS"
@@ -137,9 +140,22 @@ def _trace_reads(stage: str, folder: str) -> None:
     atexit.register(save)
 
 
-def run(stage: str, work: Callable[..., object], *options: str) -> None:
+def stage_resources(name: str) -> dict:
+    """What one stage run cost: wall time from process start (imports included) and peak memory, on the
+    CPU that ran it (reports/stages/<stage>.json, a DVC metric of the stage: the report sums them)."""
+    return {
+        "stage": name,
+        "wall_s": process_seconds(),
+        "peak_rss_mb": peak_rss_mb(),
+        "children_peak_rss_mb": children_peak_rss_mb(),
+        "cpu": cpu_name(),
+        "cores": len(os.sched_getaffinity(0)),
+    }
+
+
+def run(stage: str, work: Callable[..., object], *options: str, timed: bool = True) -> None:
     """Parse the stage's options (e.g. --dataset), then `work(params, **options)`; a HealthSLMError is one
-    line on stderr and exit status 1."""
+    line on stderr and exit status 1. A timed stage then writes its `stage_resources`."""
     parser = argparse.ArgumentParser(prog=f"stages/{stage}.py")
     for option in options:
         parser.add_argument(f"--{option}", required=True)
@@ -147,8 +163,11 @@ def run(stage: str, work: Callable[..., object], *options: str) -> None:
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     if folder := os.environ.get(TRACE_ENV):
         _trace_reads("@".join([stage, *args.values()]), folder)
+    name = "@".join([stage, *args.values()])
     try:
         work(stage_params(stage), **args)
+        if timed:
+            write_json(STAGE_TIMES_DIR / f"{name}.json", stage_resources(name))
     except HealthSLMError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -33,6 +33,7 @@ from transformers import TrainerCallback
 from healthslm.errors import HealthSLMError
 from healthslm.io import atomic_dir, write_json
 from healthslm.models import finetuned as models
+from healthslm.models.capacity import Architecture, TrainPlan, default_budget_gb, plan_training
 from healthslm.models.loader import load_model_and_tokenizer
 from healthslm.models.registry import ModelPreset, Recipe, effective_recipe, resolve_model
 from healthslm.params import Params
@@ -105,7 +106,33 @@ def use_bf16(dtype: str) -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def run_key(params: Params, recipe: Recipe, bf16: bool, examples: list[dict]) -> str:
+def memory_plan(params: Params, recipe: Recipe, model, tokenizer, examples: list[dict]) -> TrainPlan:
+    """Batches and checkpointing whose largest batch fits `train.activation_budget_gb` (module capacity).
+
+    Off GPU a micro-batch holds one example: packing several makes the attention mask explicit, and CPU
+    attention then keeps a (tokens x tokens) score matrix per head and layer."""
+    budget = params.train.activation_budget_gb or default_budget_gb()
+    answers = [len(tokenizer(e["completion"], add_special_tokens=False).input_ids) for e in examples]
+    plan = plan_training(
+        Architecture.of(model.config),
+        recipe.batch_size,
+        recipe.grad_accum,
+        recipe.max_length,
+        answers,
+        budget,
+        params.train.gradient_checkpointing,
+        packed=torch.cuda.is_available(),
+    )
+    if plan is None:
+        raise HealthSLMError(
+            f"params.yaml: train.activation_budget_gb: {budget:g} GB cannot hold one example of "
+            f"{recipe.max_length} tokens (train.max_length) even with gradient checkpointing: raise the "
+            "budget or lower max_length"
+        )
+    return plan
+
+
+def run_key(params: Params, recipe: Recipe, bf16: bool, examples: list[dict], plan: TrainPlan) -> str:
     """Identifies a training run: a checkpoint is resumed only by a run with the same key."""
     spec = {
         "model": params.model,
@@ -113,7 +140,9 @@ def run_key(params: Params, recipe: Recipe, bf16: bool, examples: list[dict]) ->
         "recipe": recipe.model_dump(),
         "bf16": bf16,
         "seed": params.base.seed,
-        "gradient_checkpointing": params.train.gradient_checkpointing,
+        "gradient_checkpointing": plan.checkpointing,
+        "micro_batch": [plan.batch_size, plan.grad_accum],
+        "loss": "answer-only head",
         "examples": hashlib.sha256(json.dumps(examples).encode()).hexdigest(),
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
@@ -212,6 +241,37 @@ def wandb_callback(params: Params, run_name: str, config: dict) -> TrainerCallba
     return WandbCallback()
 
 
+def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
+    """The SFT loss (cross-entropy on the answer tokens, summed over `num_items_in_batch`), with the LM head
+    applied only to the hidden states that predict an answer token. The full-sequence logits (tokens x
+    vocabulary, most of a small model's activation memory) are never built: TRL's own head projects every
+    position off GPU."""
+    labels = inputs["labels"]
+    targets = labels[:, 1:]
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = targets != -100  # position t predicts token t + 1
+    forward = {name: value for name, value in inputs.items() if name != "labels"}
+    logits = model(**forward, use_cache=False, logits_to_keep=keep).logits
+    answers = targets[targets != -100]
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(), answers, reduction="sum"
+    )
+    return loss / (num_items_in_batch if num_items_in_batch is not None else max(answers.numel(), 1))
+
+
+def answer_only_trainer(**kwargs):
+    """TRL's SFTTrainer with `answer_only_loss` for training steps (evaluation keeps TRL's)."""
+    from trl import SFTTrainer
+
+    class AnswerOnlySFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if not model.training or return_outputs:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return answer_only_loss(model, inputs, num_items_in_batch)
+
+    return AnswerOnlySFTTrainer(**kwargs)
+
+
 def load_for_training(preset: ModelPreset, method: str, bf16: bool):
     kwargs = {}
     if method == "qlora":
@@ -242,7 +302,7 @@ def lora_config(recipe: Recipe):
     )
 
 
-def sft_config(params: Params, recipe: Recipe, bf16: bool, run_dir: Path):
+def sft_config(params: Params, recipe: Recipe, plan: TrainPlan, bf16: bool, run_dir: Path):
     from trl import SFTConfig
 
     full = params.train.method == "full"
@@ -250,9 +310,10 @@ def sft_config(params: Params, recipe: Recipe, bf16: bool, run_dir: Path):
         output_dir=str(run_dir),
         use_cpu=not torch.cuda.is_available(),
         bf16=bf16,
-        gradient_checkpointing=params.train.gradient_checkpointing,  # off: ~12 % faster here, memory is ample
-        per_device_train_batch_size=recipe.batch_size,
-        gradient_accumulation_steps=recipe.grad_accum,
+        gradient_checkpointing=plan.checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        per_device_train_batch_size=plan.batch_size,
+        gradient_accumulation_steps=plan.grad_accum,
         learning_rate=recipe.full_learning_rate if full else recipe.learning_rate,
         num_train_epochs=recipe.epochs,
         max_steps=recipe.max_steps or -1,
@@ -290,14 +351,16 @@ def train(
     model, tokenizer = load_for_training(preset, params.train.method, bf16)
     use_chat = models.use_chat_template(models.ModelChoice(preset), tokenizer)
     examples, counts = training_examples(params, tokenizer, use_chat, recipe.max_length, records_dir)
+    plan = memory_plan(params, recipe, model, tokenizer, examples)
+    echo(plan.line(recipe.batch_size, recipe.grad_accum))
 
-    key = run_key(params, recipe, bf16, examples)
+    key = run_key(params, recipe, bf16, examples, plan)
     run_dir = checkpoints_dir / key
     if (run_dir / "final" / TRAINING_FILE).exists():
         echo(f"run {key} was trained already ({run_dir}/final): copying it, not training again")
         return _publish(run_dir, model_dir, live_dir)
     training = _fit(
-        params, preset, recipe, bf16, (model, tokenizer, use_chat), (examples, counts), run_dir, echo
+        params, preset, (recipe, plan), bf16, (model, tokenizer, use_chat), (examples, counts), run_dir, echo
     )
     if not training:  # not rank 0
         return {}
@@ -334,7 +397,7 @@ def _publish(run_dir: Path, model_dir: Path, live_dir: Path) -> dict:
 def _fit(
     params: Params,
     preset: ModelPreset,
-    recipe: Recipe,
+    recipes: tuple[Recipe, TrainPlan],
     bf16: bool,
     loaded: tuple,
     data: tuple,
@@ -343,9 +406,9 @@ def _fit(
 ) -> dict:
     """Train (resuming from the run's last complete checkpoint) into run_dir/final/ and run_dir/dvclive/."""
     from datasets import Dataset
-    from trl import SFTTrainer
 
     (model, tokenizer, use_chat), (examples, counts), key = loaded, data, run_dir.name
+    recipe, plan = recipes
 
     resume = last_complete_checkpoint(run_dir) if run_dir.exists() else None
     resumed_step = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
@@ -358,7 +421,7 @@ def _fit(
     if params.train.method == "qlora":
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, params.train.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, plan.checkpointing)
     config = {
         "model": params.model,
         "train": params.train.model_dump(),
@@ -374,9 +437,9 @@ def _fit(
         callbacks.append(live_callback)
         if wandb := wandb_callback(params, f"train-{key}", config):
             callbacks.append(wandb)
-    trainer = SFTTrainer(
+    trainer = answer_only_trainer(
         model=model,
-        args=sft_config(params, recipe, bf16, run_dir),
+        args=sft_config(params, recipe, plan, bf16, run_dir),
         train_dataset=Dataset.from_list(examples),
         processing_class=tokenizer,
         peft_config=None if params.train.method == "full" else lora_config(recipe),
@@ -406,6 +469,13 @@ def _fit(
         "bf16": bf16,
         "base_weights": "nf4" if params.train.method == "qlora" else "float32",
         "processes": int(os.environ.get("WORLD_SIZE", "1")),
+        "memory_plan": {
+            "activation_budget_gb": plan.budget_gb,
+            "estimated_activations_gb": plan.estimated_gb,
+            "gradient_checkpointing": plan.checkpointing,
+            "micro_batch": plan.batch_size,
+            "grad_accum": plan.grad_accum,
+        },
     }
     live.summary.update({f"final/{name}": value for name, value in summary.items() if name != "method"})
     live.make_summary()

@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from healthslm.errors import HealthSLMError
+from healthslm.models.capacity import Architecture
 
 
 class GgufSource(BaseModel):
@@ -47,6 +48,7 @@ class ModelPreset(BaseModel):
     local_path: str | None = None
     gguf: GgufSource | None = None
     chat_template: Literal["tokenizer", "none"] = "tokenizer"
+    architecture: Architecture | None = None  # config.json facts: sizes training before any download
     recipe: Recipe = Recipe()
     paper_name: str | None = None
 
