@@ -5,14 +5,15 @@
 A model of the preset's exact architecture (models/presets/<name>.yaml `architecture:`) with random weights
 stands in for the real one, so no download is needed. Each measurement runs in its own process (its peak RSS
 is its own):
-- train, today's configuration (before the memory plan): one padding-free batch of 4 x 768 tokens (fewer
-  sequences if that would need over 60 % of RAM: `comparison_batch`) through
+- train, today's configuration (before the memory plan): one padding-free batch of 4 x 768 tokens through
   TRL's CPU head (every position projected onto the vocabulary, plus entropy), no checkpointing;
 - train, healthslm's: the same tokens with the answer-only LM head and the plan for that batch;
 - train, healthslm's at the preset's defaults: its largest batch (batch_size x max_length) under the plan;
 - scoring: a 640-token prefill in float32 and in bfloat16 autocast.
-Each sequence ends in 8 answer tokens (the closed tasks' answers are shorter). tokens/s: one timed optimizer
-step after a warm-up step. Ratios compare runs of this one invocation, on the CPU it names.
+Each sequence ends in 8 answer tokens (the closed tasks' answers are shorter). tokens/s: the largest
+micro-batch's forward and backward, after a short warm-up micro-batch and optimizer step; peak RSS: the
+process's, which holds the weights, Adam's state and that micro-batch. Ratios compare runs of this one
+invocation, on the CPU it names.
 """
 
 from __future__ import annotations
@@ -40,22 +41,6 @@ def _batch(vocab: int, sequences: int, length: int, seed: int):
     for end in range(length, sequences * length + 1, length):
         labels[0, end - ANSWER_TOKENS : end] = ids[0, end - ANSWER_TOKENS : end]
     return {"input_ids": ids, "position_ids": positions, "labels": labels}
-
-
-def comparison_batch(arch) -> tuple[int, int]:
-    """4 x 768 tokens, halved while today's configuration would need over 60 % of RAM (TinyLlama's 4 x 768
-    peaked at 22.6 of 24 GB): today and ours are compared on the same tokens."""
-    from healthslm.models.capacity import GB, activation_bytes, default_budget_gb
-
-    sequences, length = ISSUE_BATCH
-    ram_gb = default_budget_gb() * 10
-    while sequences > 1:
-        tokens = sequences * length
-        needed = activation_bytes(arch, tokens, tokens, False) + arch.parameters * 4
-        if needed / GB < 0.6 * ram_gb:
-            break
-        sequences //= 2
-    return sequences, length
 
 
 def train_step(preset_name: str, variant: str, budget_gb: float | None) -> dict:
@@ -94,21 +79,21 @@ def train_step(preset_name: str, variant: str, budget_gb: float | None) -> dict:
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
-    def step(seed: int) -> None:
-        for micro in range(accum):
-            batch = _batch(arch.vocab_size, per_batch, length, seed * 100 + micro)
-            if today:
-                out = model(**batch, fused_lm_head=True, use_cache=False)
-                loss = -out.log_probs.sum() / out.label_mask.sum()
-            else:
-                loss = answer_only_loss(model, batch, per_batch * ANSWER_TOKENS * accum)
-            loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    def micro_batch(batch: dict, items: int) -> None:
+        if today:
+            out = model(**batch, fused_lm_head=True, use_cache=False)
+            loss = -out.log_probs.sum() / out.label_mask.sum()
+        else:
+            loss = answer_only_loss(model, batch, items)
+        loss.backward()
 
-    step(0)  # warm-up: allocator, kernels
+    # Warm-up: a short micro-batch and an optimizer step (kernels, allocator, Adam's state).
+    micro_batch(_batch(arch.vocab_size, 1, 128, 0), ANSWER_TOKENS)
+    optimizer.step()
+    optimizer.zero_grad()
+    # Timed: the largest micro-batch (a step repeats it `accum` times; LoRA's optimizer step is negligible).
     started = time.perf_counter()
-    step(1)
+    micro_batch(_batch(arch.vocab_size, per_batch, length, 1), per_batch * ANSWER_TOKENS)
     seconds = time.perf_counter() - started
     return {
         "preset": preset_name,
@@ -118,7 +103,7 @@ def train_step(preset_name: str, variant: str, budget_gb: float | None) -> dict:
         "checkpointing": bool(plan and plan.checkpointing),
         "estimated_activations_gb": plan.estimated_gb if plan else None,
         "budget_gb": budget if plan else None,
-        "train_tokens_per_s": round(sequences * length / seconds, 1),
+        "train_tokens_per_s": round(per_batch * length / seconds, 1),
         "peak_rss_mb": peak_rss_mb(),
     }
 

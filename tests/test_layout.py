@@ -32,7 +32,14 @@ LAYERS = {
     "params": ["params"],
     "records": ["prepare", "prompts"],
     "validation": ["leakage", "validate"],
-    "models": ["models", "models.capacity", "models.registry", "models.loader", "models.finetuned"],
+    "models": [
+        "models",
+        "models.capacity",
+        "models.dtype",
+        "models.registry",
+        "models.loader",
+        "models.finetuned",
+    ],
     "llm": ["llm", "engine", "augment", "validate_augmented", "token_economy"],
     "train/evaluate": [
         "generation",

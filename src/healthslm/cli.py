@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -241,12 +242,22 @@ def check_engine() -> None:
 
 @cli.command()
 def models() -> None:
-    """List the model presets."""
+    """List the model presets, with their size and, where benchmarks/capacity.py measured their shape
+    (reports/benchmarks/capacity.json), the train step's peak memory and speed at the preset's defaults."""
     from healthslm.models.registry import load_preset, preset_names
+    from healthslm.paths import CAPACITY_BENCHMARK
 
+    measured = json.loads(CAPACITY_BENCHMARK.read_text()) if CAPACITY_BENCHMARK.exists() else {}
     for name in preset_names():
         preset = load_preset(name)
-        click.echo(f"{name:14} {preset.source:5} {preset.hf_id}")
+        size = f"{preset.architecture.parameters / 1e9:.2f}B" if preset.architecture else "?"
+        line = f"{name:14} {preset.source:5} {size:>6} {preset.hf_id}"
+        if (row := measured.get("presets", {}).get(name, {}).get("ours-default", {})) and "error" not in row:
+            line += (
+                f"  train at defaults: {row['peak_rss_mb'] / 1024:.1f} GB peak, "
+                f"{row['train_tokens_per_s']} tok/s ({measured['cpu']}, {measured['cores']} cores)"
+            )
+        click.echo(line)
 
 
 def main() -> None:

@@ -38,6 +38,7 @@ from healthslm.generation import (
 from healthslm.io import atomic_dir, write_json, write_jsonl
 from healthslm.leakage import leaked_ids, overlap_groups
 from healthslm.models import finetuned as models
+from healthslm.models.dtype import resolve_dtype
 from healthslm.params import Params
 from healthslm.paths import PLOTS_DIR, PREDICTIONS_DIR, RECORDS_DIR, metrics_file, model_group
 from healthslm.plots import write_plots
@@ -89,6 +90,7 @@ class Runner:
     prompt_format: str
     scorer: LabelScorer
     numbers: NumberDecoder
+    dtype: dict  # models.dtype.resolve_dtype's decision, reported in the efficiency section
     sets: dict[str, EvalSet] = field(default_factory=dict)  # per task, shared by the modes
     latencies: list[float] = field(default_factory=list)
     ttfts: list[float] = field(default_factory=list)
@@ -262,6 +264,9 @@ def efficiency(runner: Runner, wall: float, choice: models.ModelChoice, peak: Pe
         "decode_tokens_per_s": round(float(np.mean(runner.decode_rates)), 2) if runner.decode_rates else None,
         "peak_rss_mb": peak.mb,
         "cpu": cpu_name(),
+        "scoring_dtype": runner.dtype["dtype"],
+        "dtype_decided_by": runner.dtype["decided_by"],
+        "dtype_probe_tokens_per_s": runner.dtype.get("probe_tokens_per_s"),
         "peak_rss_scope": peak.scope,  # work: this mode's own peak (Linux); process: the process's
         "params_m": round(sum(p.numel() for p in runner.model.parameters()) / 1e6, 2),
         "disk_mb": _disk_mb(choice.location),
@@ -271,17 +276,17 @@ def efficiency(runner: Runner, wall: float, choice: models.ModelChoice, peak: Pe
     return result
 
 
-def _make_runner(params: Params, choice: models.ModelChoice) -> Runner:
+def _make_runner(params: Params, choice: models.ModelChoice, echo) -> Runner:
     torch.manual_seed(params.base.seed)
     model, tokenizer = models.load(choice, dtype=torch.float32)
     if torch.cuda.is_available():
         model = model.to("cuda")
     use_chat = models.use_chat_template(choice, tokenizer, params.eval.chat_template)
     prompt_format = choice.prompt_format or params.eval.prompt_format
-    # bf16 autocast measured slower than fp32 for prefill-bound scoring on this CPU, so "auto" means fp32.
-    scorer = LabelScorer(model, tokenizer, autocast_bf16=params.eval.dtype == "bfloat16")
+    dtype = resolve_dtype(model, params.eval.dtype, echo)  # auto: the faster here, by a short probe
+    scorer = LabelScorer(model, tokenizer, autocast_bf16=dtype["dtype"] == "bfloat16")
     numbers = NumberDecoder(model, tokenizer)
-    return Runner(params, model, tokenizer, use_chat, prompt_format, scorer, numbers)
+    return Runner(params, model, tokenizer, use_chat, prompt_format, scorer, numbers, dtype)
 
 
 def _run_mode(runner: Runner, mode: str, records_dir: Path, out: Path, plots_dir: Path, echo) -> dict:
@@ -330,7 +335,7 @@ def evaluate(
     with atomic_dir(predictions_root / group) as tmp:
         if modes:
             choice = models.finetuned(params) if finetuned else models.pretrained(params)
-            runner = _make_runner(params, choice)
+            runner = _make_runner(params, choice, echo)
         for mode in modes:
             runner.latencies, runner.ttfts, runner.decode_rates = [], [], []
             started = time.perf_counter()

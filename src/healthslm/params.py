@@ -132,7 +132,7 @@ class TrainParams(Block):
     max_length: int | None = None
     batch_size: int | None = None
     grad_accum: int | None = None
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto = bf16 autocast where the CPU/GPU has it
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto = the faster here (models/dtype.py probe)
     # Activation memory of the largest batch (every example at max_length), estimated before training; null =
     # 10 % of this machine's RAM. Gradient checkpointing (null = only if needed) and smaller batches with more
     # accumulation keep it within.

@@ -20,6 +20,7 @@ from healthslm.params import Params, public_params
 from healthslm.paths import (
     AUGMENT_SUMMARY,
     AUGMENT_VALIDATION,
+    CAPACITY_BENCHMARK,
     DOCS_DIR,
     EVAL_BENCHMARK,
     FIGURES_DIR,
@@ -316,6 +317,8 @@ EFFICIENCY_COLUMNS = (
     "peak_rss_mb",
     "params_m",
     "disk_mb",
+    "scoring_dtype",
+    "dtype_decided_by",
 )
 
 
@@ -354,6 +357,20 @@ def stage_time_section(rows: list[dict]) -> list[str]:
             f"| {row['children_peak_rss_mb']:.0f} |"
         )
     return lines
+
+
+def _probe_line(efficiency: dict) -> str:
+    probes = {
+        mode: row["dtype_probe_tokens_per_s"]
+        for mode, row in efficiency.items()
+        if row.get("dtype_probe_tokens_per_s")
+    }
+    if not probes:
+        return "no probe in this run: dtype set in params, or on GPU"
+    return "; ".join(
+        f"{mode}: float32 {speeds['float32']} vs bfloat16 {speeds['bfloat16']} tok/s"
+        for mode, speeds in probes.items()
+    )
 
 
 def plot_gallery(plots_dir: Path) -> list[str]:
@@ -576,6 +593,9 @@ def render(
         "",
         *efficiency_table(metrics["efficiency"]),
         "",
+        "`eval.dtype: auto` takes the faster of float32 and bfloat16 autocast for this model on this CPU, "
+        "measured by a short prefill probe and cached per model shape and CPU "
+        f"({_probe_line(metrics['efficiency'])}). "
         "Latency is per example (a text batch's time is shared by its prompts). Time to first token and "
         "decode tokens/s are the open-ended generation's, per batch of up to "
         f"{params.eval.text_batch_size} prompts (decode counts the tokens of every sequence).",
@@ -676,6 +696,7 @@ def report(
     if verdict_figure(task_verdicts(metrics, params.eval.mode), figures_dir / "verdicts.png"):
         figures.append("verdicts")
     extras = {name: _read_optional(path) for name, path in OPTIONAL_INPUTS.items()}
+    stage_times = read_stage_times()
     markdown = render(
         params,
         metrics,
@@ -684,7 +705,7 @@ def report(
         training,
         tuple(figures),
         **extras,
-        stage_times=read_stage_times(),
+        stage_times=stage_times,
     )
     write_text(out_file, markdown)
     preset = resolve_model(params.model)
@@ -698,6 +719,8 @@ def report(
         made_by(),
         extras["augmentation"],
         extras["judge"],
+        _read_optional(CAPACITY_BENCHMARK),
+        stage_times,
     )
     write_text(summary_file, summary)
     html_file = out_file.with_suffix(".html")

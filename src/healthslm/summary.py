@@ -12,7 +12,7 @@ from healthslm.errors import HealthSLMError
 from healthslm.io import write_text
 from healthslm.models.registry import ModelPreset
 from healthslm.params import Params
-from healthslm.paths import EVAL_BENCHMARK, FIGURES_DIR
+from healthslm.paths import CAPACITY_BENCHMARK, EVAL_BENCHMARK, FIGURES_DIR
 from healthslm.verdicts import Verdict, task_verdicts, verdict_summary, with_interval
 
 BEGIN = "<!-- results: generated from reports/ by the report stage; `healthslm readme` updates it -->"
@@ -198,6 +198,51 @@ def benchmark_lines(benchmark: dict | None) -> list[str]:
     return lines
 
 
+def capacity_lines(capacity: dict | None) -> list[str]:
+    """benchmarks/capacity.py's committed output: each preset's shape, today's training vs the memory plan."""
+    if not capacity:
+        return []
+    lines = [
+        f"**Capacity** (`python benchmarks/capacity.py`, its output `{CAPACITY_BENCHMARK.as_posix()}`): "
+        f"random-weight models of each preset's exact shape, {capacity['cpu']}, {capacity['cores']} cores, "
+        f"activation budget {capacity['budget_gb']} GB. A LoRA train step before the memory plan (TRL's "
+        "head over every position, sequences packed) and with it, on the same tokens; then the preset's "
+        "largest batch under the plan; and a 640-token scoring prefill:",
+        "",
+        "| preset | train, before: peak RSS, tok/s | with the plan | ratio tok/s, peak | preset defaults "
+        "under the plan | scoring fp32 / bf16 tok/s |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
+    for name, row in capacity["presets"].items():
+        today, ours, default, score = (row.get(k, {}) for k in ("today", "ours", "ours-default", "score"))
+        ratio = row.get("ratio_to_today", {})
+
+        def cell(run: dict) -> str:
+            if "error" in run or not run:
+                return run.get("error", "—")
+            return f"{run['peak_rss_mb'] / 1024:.1f} GB, {run['train_tokens_per_s']} ({run['batch']})"
+
+        lines.append(
+            f"| {name} | {cell(today)} | {cell(ours)} | {ratio.get('train_tokens_per_s', '—')}×, "
+            f"{ratio.get('peak_rss', '—')}× | {cell(default)} "
+            f"| {' / '.join(str(v) for v in score.get('score_tokens_per_s', {}).values()) or '—'} |"
+        )
+    return lines
+
+
+def stage_time_lines(stage_times: list[dict]) -> list[str]:
+    """The stage runs that made these outputs: total and the slowest, from reports/stages/."""
+    if not stage_times:
+        return []
+    total = sum(row.get("wall_s") or 0 for row in stage_times)
+    slowest = ", ".join(f"{row['stage']} {row['wall_s']:.0f} s" for row in stage_times[:4])
+    return [
+        f"**Where the time goes** (`reports/stages/`, one file per stage run): {total / 60:.1f} min of stage "
+        f"runs on {stage_times[0]['cpu']}, {stage_times[0]['cores']} cores (process start-ups included, "
+        f"the report stage not); slowest: {slowest}. The full table is in reports/report.md.",
+    ]
+
+
 def readme_summary(
     params: Params,
     preset: ModelPreset,
@@ -208,6 +253,8 @@ def readme_summary(
     origin: str,
     augment: dict | None = None,
     judge: dict | None = None,
+    capacity: dict | None = None,
+    stage_times: list[dict] = (),
 ) -> str:
     verdicts = task_verdicts(metrics, params.eval.mode)
     lines = [
@@ -229,7 +276,11 @@ def readme_summary(
         "",
         *cost_lines(metrics["efficiency"], training),
         "",
+        *stage_time_lines(list(stage_times)),
+        "",
         *benchmark_lines(benchmark),
+        "",
+        *capacity_lines(capacity),
         "",
         END,
     ]

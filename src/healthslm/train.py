@@ -34,6 +34,7 @@ from healthslm.errors import HealthSLMError
 from healthslm.io import atomic_dir, write_json
 from healthslm.models import finetuned as models
 from healthslm.models.capacity import Architecture, TrainPlan, default_budget_gb, plan_training
+from healthslm.models.dtype import resolve_dtype
 from healthslm.models.loader import load_model_and_tokenizer
 from healthslm.models.registry import ModelPreset, Recipe, effective_recipe, resolve_model
 from healthslm.params import Params
@@ -98,12 +99,9 @@ def training_examples(
     return examples, counts
 
 
-def use_bf16(dtype: str) -> bool:
-    """`auto`: bf16 autocast on a GPU that has it; fp32 on CPU, where bf16 autocast trained at 0.64x the
-    speed here (benchmarks/train_speed.py, AVX-512 BF16 without AMX)."""
-    if dtype != "auto":
-        return dtype == "bfloat16"
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+def use_bf16(model, dtype: str, echo=print) -> bool:
+    """bf16 autocast or fp32: as set, or (`auto`) the faster for this model here (models.dtype's probe)."""
+    return resolve_dtype(model, dtype, echo)["dtype"] == "bfloat16"
 
 
 def memory_plan(params: Params, recipe: Recipe, model, tokenizer, examples: list[dict]) -> TrainPlan:
@@ -241,33 +239,44 @@ def wandb_callback(params: Params, run_name: str, config: dict) -> TrainerCallba
     return WandbCallback()
 
 
-def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
+def answer_only_loss(model, inputs: dict, num_items_in_batch=None, stats: dict | None = None) -> torch.Tensor:
     """The SFT loss (cross-entropy on the answer tokens, summed over `num_items_in_batch`), with the LM head
     applied only to the hidden states that predict an answer token. The full-sequence logits (tokens x
     vocabulary, most of a small model's activation memory) are never built: TRL's own head projects every
-    position off GPU."""
+    position off GPU. `stats` receives the answer tokens' count and how many were the top-1 prediction."""
     labels = inputs["labels"]
     targets = labels[:, 1:]
     keep = torch.zeros_like(labels, dtype=torch.bool)
     keep[:, :-1] = targets != -100  # position t predicts token t + 1
     forward = {name: value for name, value in inputs.items() if name != "labels"}
     logits = model(**forward, use_cache=False, logits_to_keep=keep).logits
+    logits = logits.reshape(-1, logits.size(-1)).float()
     answers = targets[targets != -100]
-    loss = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.size(-1)).float(), answers, reduction="sum"
-    )
+    loss = torch.nn.functional.cross_entropy(logits, answers, reduction="sum")
+    if stats is not None:
+        stats["answers"] = answers.numel()
+        stats["correct"] = int((logits.detach().argmax(-1) == answers).sum())
     return loss / (num_items_in_batch if num_items_in_batch is not None else max(answers.numel(), 1))
 
 
 def answer_only_trainer(**kwargs):
-    """TRL's SFTTrainer with `answer_only_loss` for training steps (evaluation keeps TRL's)."""
+    """TRL's SFTTrainer with `answer_only_loss` for training steps (evaluation keeps TRL's). Its per-step
+    logs stay TRL's: tokens seen (num_tokens) and the answer tokens' top-1 accuracy (mean_token_accuracy);
+    the entropy over the whole vocabulary, which needs every logit, is not computed."""
     from trl import SFTTrainer
 
     class AnswerOnlySFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if not model.training or return_outputs:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            return answer_only_loss(model, inputs, num_items_in_batch)
+            stats: dict = {}
+            loss = answer_only_loss(model, inputs, num_items_in_batch, stats)
+            mask = inputs.get("attention_mask")  # padding-free batches have none: every position counts
+            self._total_train_tokens += int(mask.sum() if mask is not None else inputs["input_ids"].numel())
+            self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+            if stats["answers"]:
+                self._metrics["train"]["mean_token_accuracy"].append(stats["correct"] / stats["answers"])
+            return loss
 
     return AnswerOnlySFTTrainer(**kwargs)
 
@@ -346,9 +355,9 @@ def train(
         return _not_trained(params, model_dir, live_dir, echo)
     preset = resolve_model(params.model)
     recipe = effective_recipe(preset, params.train.recipe_overrides())
-    bf16 = use_bf16(params.train.dtype)
     torch.manual_seed(params.base.seed)
-    model, tokenizer = load_for_training(preset, params.train.method, bf16)
+    model, tokenizer = load_for_training(preset, params.train.method, params.train.dtype == "bfloat16")
+    bf16 = use_bf16(model, params.train.dtype, echo)
     use_chat = models.use_chat_template(models.ModelChoice(preset), tokenizer)
     examples, counts = training_examples(params, tokenizer, use_chat, recipe.max_length, records_dir)
     plan = memory_plan(params, recipe, model, tokenizer, examples)
