@@ -17,16 +17,18 @@ from healthslm.models.registry import resolve_model
 from healthslm.params import parse_params
 from healthslm.paths import (
     AUGMENT_SUMMARY,
+    CAPACITY_BENCHMARK,
     EVAL_BENCHMARK,
     FT_METRICS_FILE,
     JUDGE_SUMMARY,
     METRICS_FILE,
     ONDEVICE_FILE,
+    STAGE_TIMES_DIR,
     SUMMARY_FILE,
     TRAINING_SUMMARY,
 )
 from healthslm.prepare import eval_sample, fewshot_path, read_records
-from healthslm.report import merged_metrics
+from healthslm.report import merged_metrics, read_stage_times
 from healthslm.summary import origin_of, readme_block, readme_summary
 from tests.conftest import ROOT
 
@@ -196,6 +198,8 @@ def test_readme_results_are_the_committed_reports():
         origin_of(summary),
         read(AUGMENT_SUMMARY),
         read(JUDGE_SUMMARY),
+        read(CAPACITY_BENCHMARK),
+        read_stage_times(ROOT / STAGE_TIMES_DIR),
     )
     assert regenerated == summary, "reports/summary.md does not follow from the committed reports"
 

@@ -220,7 +220,7 @@ def capacity_lines(capacity: dict | None) -> list[str]:
         def cell(run: dict) -> str:
             if "error" in run or not run:
                 return run.get("error", "—")
-            return f"{run['peak_rss_mb'] / 1024:.1f} GB, {run['train_tokens_per_s']} ({run['batch']})"
+            return f"{run['peak_rss_mb'] / 1024:.1f} GiB, {run['train_tokens_per_s']} ({run['batch']})"
 
         lines.append(
             f"| {name} | {cell(today)} | {cell(ours)} | {ratio.get('train_tokens_per_s', '—')}×, "
