@@ -12,7 +12,8 @@ from healthslm.errors import HealthSLMError
 from healthslm.export import convert, gguf_facts, quantize
 from healthslm.models.loader import model_location
 from healthslm.models.registry import resolve_model
-from healthslm.prompts import build_context
+from healthslm.prompts import answer_continuation, build_context
+from healthslm.scoring import LabelScorer
 from healthslm.tasks import BUILTIN_TASKS
 
 NEW_TOKENS = 24
@@ -76,3 +77,26 @@ def test_an_architecture_the_converter_lacks_is_named(tmp_path):
     with pytest.raises(HealthSLMError, match="does not support the architecture FooBarForCausalLM"):
         convert(folder, tmp_path / "odd.gguf")
     assert not (tmp_path / "odd.gguf").exists()
+
+
+def test_gguf_scoring_reuses_a_shared_prefix_and_scores_as_from_an_empty_cache(embedded, pmdata_records):
+    """Consecutive prompts of a task keep the KV cache of their common instructions; their label scores must
+    equal those of each prompt scored alone (a stale cache past the shared part would change them)."""
+    from healthslm.llm import local_gguf
+    from healthslm.ondevice import gguf_worker
+
+    _, tokenizer = embedded
+    spec = next(t for t in BUILTIN_TASKS if t.key == "pmdata_fatigue")
+    lines = (pmdata_records / "pmdata" / "fatigue.eval.jsonl").read_text().splitlines()[:3]
+    scorer = LabelScorer(None, tokenizer)
+    items = []
+    for record in map(json.loads, lines):
+        context = build_context(record, spec, tokenizer, True, "compact")
+        answers = [answer_continuation(a, context) for a in spec.spoken_answers]
+        items.append(scorer.tokenize(context, answers, False))  # as the ondevice stage tokenizes them
+    assert max(map(len, items[0][1])) >= 2  # continuations past their first token are scored too
+
+    together = gguf_worker(str(local_gguf()), [], items, 2, 2, 1024)
+    alone = [gguf_worker(str(local_gguf()), [], [item], 2, 2, 1024)["scores"][0] for item in items]
+    np.testing.assert_allclose(together["scores"], alone, atol=2e-3)
+    assert "AMX_INT8 = 1" not in together["build"] and "CPU :" in together["build"]

@@ -1,5 +1,6 @@
 """The stage runner's params view (a stage reads only what dvc.yaml declares) and per-work peak memory."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import pytest
 
 from healthslm.errors import HealthSLMError
 from healthslm.params import Params
-from healthslm.resources import PeakMemory
+from healthslm.resources import PeakMemory, physical_cores
 from healthslm.stage import declared_params, restrict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,3 +119,11 @@ def test_every_subcommand_names_its_missing_input_and_the_stage_that_makes_it(tm
         errors = [line for line in stderr.splitlines() if line.startswith("error:")]
         assert process.returncode == 1 and "Traceback" not in stderr, (command, stderr[-2000:])
         assert len(errors) == 1 and expected[command] in errors[0], (command, stderr[-2000:])
+
+
+def test_physical_cores_counts_cores_not_hardware_threads(tmp_path):
+    block = "processor\t: {n}\nmodel name\t: X\nphysical id\t: 0\nsiblings\t: 4\ncore id\t\t: {core}\n\n"
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("".join(block.format(n=n, core=n % 2) for n in range(4)))  # 2 cores, SMT on
+    assert physical_cores(cpuinfo) == 2
+    assert physical_cores(tmp_path / "absent") == (os.cpu_count() or 1)

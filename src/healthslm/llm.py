@@ -37,6 +37,7 @@ from urllib.parse import urlparse
 
 from healthslm.errors import HealthSLMError
 from healthslm.params import Endpoint, is_loopback
+from healthslm.resources import physical_cores
 
 LOCAL_MODEL_PRESET = "smollm2-135m"  # the embedded GGUF the local server serves
 SERVER_START_TIMEOUT_S = 180
@@ -271,7 +272,7 @@ class LocalServer:
 def llama_server(gguf: Path, alias: str, n_ctx: int, n_threads: int | None) -> Iterator[LocalServer]:
     """Run llama_cpp.server on 127.0.0.1 with `gguf`; yield it (base_url, health); stop it afterwards."""
     port = _free_port()
-    threads = str(n_threads or os.cpu_count() or 1)
+    threads = str(n_threads or physical_cores())
     command = [
         sys.executable, "-m", "llama_cpp.server",
         "--model", str(gguf), "--model_alias", alias,

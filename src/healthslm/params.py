@@ -195,7 +195,7 @@ class Endpoint(Block):
     price_per_1m_input: float = Field(default=0.0, ge=0)  # USD, for the cost estimate
     price_per_1m_output: float = Field(default=0.0, ge=0)
     n_ctx: int = Field(default=4096, ge=512)  # local server only
-    n_threads: int | None = Field(default=None, gt=0)  # local server only; null = every core
+    n_threads: int | None = Field(default=None, gt=0)  # local server only; null = one per physical core
 
     @model_validator(mode="after")
     def _usable(self):
@@ -257,7 +257,7 @@ Quantization = Literal["q8_0", "q6_k", "q5_k_m", "q5_0", "q4_k_m", "q4_0"]
 
 class ExportParams(Block):
     quantizations: list[Quantization] = Field(default=["q8_0", "q4_0"], min_length=1)
-    n_threads: int | None = Field(default=None, gt=0)  # llama.cpp threads (null = every core)
+    n_threads: int | None = Field(default=None, gt=0)  # llama.cpp threads (null = one per physical core)
     bench_prompts: int = Field(default=6, gt=0)  # task prompts timed per engine
     bench_new_tokens: int = Field(default=32, gt=1)  # decoded per prompt (EOS ignored)
 

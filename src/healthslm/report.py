@@ -269,6 +269,14 @@ def weights_note(preset: ModelPreset) -> str:
     return note
 
 
+def _build_line(engines: dict) -> list[str]:
+    """The kernels llama.cpp picked on this CPU (its system info), once for every GGUF engine."""
+    builds = sorted({row["build"] for row in engines.values() if row.get("build")})
+    if not builds:
+        return []
+    return ["", "llama.cpp build, as it runs on this CPU: " + " / ".join(f"`{b}`" for b in builds)]
+
+
 def ondevice_section(ondevice: dict | None, preset: ModelPreset) -> list[str]:
     if not ondevice:
         return ["No on-device export in this run."]
@@ -279,6 +287,7 @@ def ondevice_section(ondevice: dict | None, preset: ModelPreset) -> list[str]:
         "engine in its own process. Decoding reads every weight once per token, so tokens/s ≤ memory "
         "bandwidth / weight bytes; bandwidth measured in the "
         f"same run: {ondevice['bandwidth_gbs']} GB/s. {weights_note(preset)}",
+        *_build_line(engines),
         "",
         "| engine | " + " | ".join(ONDEVICE_COLUMNS) + " |",
         "|---|" + "--:|" * len(ONDEVICE_COLUMNS),

@@ -21,6 +21,17 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
+def physical_cores(cpuinfo: Path = Path("/proc/cpuinfo")) -> int:
+    """Cores, not hardware threads: llama.cpp decodes fastest with one thread per physical core (two threads
+    on one core share its load units). Falls back to the logical count where /proc/cpuinfo says nothing."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        text = ""
+    cores = set(re.findall(r"^physical id\s*:\s*(\d+)\n(?:.*\n)*?core id\s*:\s*(\d+)", text, re.M))
+    return len(cores) or os.cpu_count() or 1
+
+
 def process_seconds() -> float | None:
     """Wall seconds since this process started (its imports included), from /proc; None elsewhere."""
     try:
