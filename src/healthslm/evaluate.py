@@ -284,7 +284,7 @@ def _make_runner(params: Params, choice: models.ModelChoice, echo) -> Runner:
     use_chat = models.use_chat_template(choice, tokenizer, params.eval.chat_template)
     prompt_format = choice.prompt_format or params.eval.prompt_format
     dtype = resolve_dtype(model, params.eval.dtype, echo)  # auto: the faster here, by a short probe
-    scorer = LabelScorer(model, tokenizer, autocast_bf16=dtype["dtype"] == "bfloat16")
+    scorer = LabelScorer(model, tokenizer, dtype["dtype"])
     numbers = NumberDecoder(model, tokenizer)
     return Runner(params, model, tokenizer, use_chat, prompt_format, scorer, numbers, dtype)
 

@@ -8,26 +8,34 @@ import re
 import resource
 from pathlib import Path
 
+CPUINFO = Path("/proc/cpuinfo")
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
+def _cpuinfo(path: Path = CPUINFO) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
 def cpu_name() -> str:
     """The CPU's model name: speeds and their ratios hold for the machine that measured them."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+    match = re.search(r"^model name\s*:\s*(.+)$", _cpuinfo(), re.M)
+    return match.group(1).strip() if match else platform.processor() or platform.machine()
 
 
-def physical_cores(cpuinfo: Path = Path("/proc/cpuinfo")) -> int:
+def cpu_flags() -> str:
+    """The instruction-set flags the CPU advertises (which kernels can run), "" where unknown."""
+    match = re.search(r"^flags\s*:\s*(.*)$", _cpuinfo(), re.M)
+    return match.group(1).strip() if match else ""
+
+
+def physical_cores(cpuinfo: Path = CPUINFO) -> int:
     """Cores, not hardware threads: llama.cpp decodes fastest with one thread per physical core (two threads
     on one core share its load units). Falls back to the logical count where /proc/cpuinfo says nothing."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        text = ""
+    text = _cpuinfo(cpuinfo)
     cores = set(re.findall(r"^physical id\s*:\s*(\d+)\n(?:.*\n)*?core id\s*:\s*(\d+)", text, re.M))
     return len(cores) or os.cpu_count() or 1
 

@@ -10,16 +10,9 @@ more than the forward pass for 10-shot prompts).
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 
-
-def bf16_supported() -> bool:
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:
-        return False
+from healthslm.models.dtype import autocast
 
 
 def _common_prefix(sequences: list[list[int]]) -> list[int]:
@@ -49,10 +42,10 @@ def tree_mask(cached: int, prompt_len: int, lengths: list[int], dtype: torch.dty
 
 
 class LabelScorer:
-    def __init__(self, model, tokenizer, autocast_bf16: bool = False):
+    def __init__(self, model, tokenizer, dtype: str = "float32"):
         self.model = model
         self.tokenizer = tokenizer
-        self.autocast = torch.autocast("cpu", dtype=torch.bfloat16) if autocast_bf16 else nullcontext()
+        self.dtype = dtype  # float32, or bfloat16 autocast (models.dtype)
         self._prefix: tuple[list[int], object] | None = None  # (token ids, KV cache) of a shared prefix
 
     def _encode(self, text: str, special: bool) -> list[int]:
@@ -77,7 +70,7 @@ class LabelScorer:
             self._prefix = None
             return
         ids = self._encode(text, special_tokens)
-        with self.autocast:
+        with autocast(self.dtype):
             out = self.model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=1)
         self._prefix = (ids, out.past_key_values)
 
@@ -102,7 +95,7 @@ class LabelScorer:
         positions = list(range(cached, len(prompt)))
         positions += [len(prompt) + j for s in suffixes for j in range(len(s))]
         try:
-            with self.autocast:
+            with autocast(self.dtype):
                 out = self.model(
                     input_ids=torch.tensor([own + flat]),
                     attention_mask=tree_mask(cached, len(own), [len(s) for s in suffixes], self.model.dtype),

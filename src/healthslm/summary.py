@@ -198,6 +198,12 @@ def benchmark_lines(benchmark: dict | None) -> list[str]:
     return lines
 
 
+def _run_cell(run: dict) -> str:
+    if "error" in run or not run:
+        return run.get("error", "—")
+    return f"{run['peak_rss_mb'] / 1024:.1f} GiB, {run['train_tokens_per_s']} ({run['batch']})"
+
+
 def capacity_lines(capacity: dict | None) -> list[str]:
     """benchmarks/capacity.py's committed output: each preset's shape, today's training vs the memory plan."""
     if not capacity:
@@ -216,15 +222,9 @@ def capacity_lines(capacity: dict | None) -> list[str]:
     for name, row in capacity["presets"].items():
         today, ours, default, score = (row.get(k, {}) for k in ("today", "ours", "ours-default", "score"))
         ratio = row.get("ratio_to_today", {})
-
-        def cell(run: dict) -> str:
-            if "error" in run or not run:
-                return run.get("error", "—")
-            return f"{run['peak_rss_mb'] / 1024:.1f} GiB, {run['train_tokens_per_s']} ({run['batch']})"
-
         lines.append(
-            f"| {name} | {cell(today)} | {cell(ours)} | {ratio.get('train_tokens_per_s', '—')}×, "
-            f"{ratio.get('peak_rss', '—')}× | {cell(default)} "
+            f"| {name} | {_run_cell(today)} | {_run_cell(ours)} | {ratio.get('train_tokens_per_s', '—')}×, "
+            f"{ratio.get('peak_rss', '—')}× | {_run_cell(default)} "
             f"| {' / '.join(str(v) for v in score.get('score_tokens_per_s', {}).values()) or '—'} |"
         )
     return lines

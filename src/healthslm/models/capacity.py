@@ -52,14 +52,16 @@ class Architecture(BaseModel):
         return cls.model_validate(fields)
 
     @property
+    def head_width(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_attention_heads  # null: the config default
+
+    @property
     def kv_width(self) -> int:
-        head_dim = self.head_dim or self.hidden_size // self.num_attention_heads
-        return self.num_key_value_heads * head_dim
+        return self.num_key_value_heads * self.head_width
 
     @property
     def parameters(self) -> int:
-        head_dim = self.head_dim or self.hidden_size // self.num_attention_heads
-        attention = self.hidden_size * (2 * self.num_attention_heads * head_dim + 2 * self.kv_width)
+        attention = self.hidden_size * (2 * self.num_attention_heads * self.head_width + 2 * self.kv_width)
         mlp = 3 * self.hidden_size * self.intermediate_size
         embeddings = self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
         return self.num_hidden_layers * (attention + mlp) + embeddings

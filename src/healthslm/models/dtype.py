@@ -20,7 +20,7 @@ import torch
 
 from healthslm.io import write_json
 from healthslm.models.capacity import Architecture
-from healthslm.resources import cpu_name
+from healthslm.resources import cpu_flags, cpu_name
 
 PROBE_TOKENS = 160  # about a compact-format prompt; long enough for the matmuls to dominate
 BF16_MARGIN = 1.2  # bf16 must be this much faster to be chosen
@@ -62,13 +62,7 @@ def _timed(model, ids) -> float:
 
 def _cpu_key() -> str:
     """The CPU as the kernels see it: its name and instruction flags."""
-    try:
-        flags = next(
-            line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
-        )
-    except (OSError, StopIteration):
-        flags = ""
-    return f"{cpu_name()} {hashlib.sha256(flags.encode()).hexdigest()[:8]}"
+    return f"{cpu_name()} {hashlib.sha256(cpu_flags().encode()).hexdigest()[:8]}"
 
 
 def resolve_dtype(model, setting: str, echo=print) -> dict:
