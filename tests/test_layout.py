@@ -30,7 +30,7 @@ LAYERS = {
         "data.fetch",
     ],
     "params": ["params"],
-    "records": ["prepare", "prompts"],
+    "records": ["prepare", "prompts", "augmented"],
     "validation": ["leakage", "validate"],
     "models": [
         "models",

@@ -18,7 +18,8 @@ import psutil
 import pytest
 import yaml
 
-from healthslm.augment import augment, stated_label
+from healthslm.augment import augment
+from healthslm.augmented import explanation, stated_label
 from healthslm.errors import HealthSLMError
 from healthslm.judge import judge
 from healthslm.params import Params, parse_params
@@ -45,6 +46,10 @@ def test_stated_label_reads_the_first_stated_answer():
     assert stated_label(fatigue, "3. Reasoning: ...") == 3
     assert stated_label(fatigue, "10 hours of sleep") is None  # not in the label space 0-5
     assert stated_label(TASKS["aw_fb_activity"], "Running 7 METs, since ...") == "Running 7 METs"
+    # What training appends to the label: the response after its label statement.
+    assert explanation(stress, "Yes. Reasoning: the poster ...") == "Reasoning: the poster ..."
+    assert explanation(stress, 'The answer to "Is it?" is: no. Because of X.') == "Because of X."
+    assert explanation(TASKS["medquad_answer"], " An answer. ") == "An answer."  # open-ended: all of it
 
 
 def test_augment_rejects_unknown_and_continuous_tasks_before_any_request(all_records, tmp_path):

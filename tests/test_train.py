@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from transformers import AutoTokenizer
 
 from healthslm.data.registry import all_tasks
 from healthslm.models.capacity import GB, Architecture, activation_bytes, plan_training
@@ -109,7 +110,84 @@ def test_completion_is_the_continuation_the_scorer_ranks(all_records):
             continue
         record = read_records(all_records, spec.dataset, spec.name, "train")[0]
         spoken = spec.spoken_answers[spec.label_space.index(str(record["label"]))]
-        assert completion(record, spec).startswith(answer_continuation(spoken, "compact prompt")), key
+        label = answer_continuation(spoken, "compact prompt")
+        assert completion(record, spec) == label, key  # the label alone, even where the reference explains
+        assert completion(record, spec, "Reasoning: because.") == f"{label} Reasoning: because.", key
+
+
+def _responses(augmented: Path, records: Path, task: str, every: int = 1) -> dict[str, str]:
+    """Kept responses for every `every`-th PMData train record of a task, as the augment stage writes them."""
+    why = "nights of short sleep, a high resting heart rate, few steps and low mood"
+    rows = [
+        {"record_id": r["id"], "output": f"{r['label']}. Reasoning: {i} {why}."}
+        for i, r in enumerate(read_records(records, "pmdata", task, "train"))
+        if i % every == 0
+    ]
+    (augmented / "pmdata").mkdir(parents=True, exist_ok=True)
+    (augmented / "pmdata" / f"{task}.train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {row["record_id"]: row["output"] for row in rows}
+
+
+def test_targets_take_the_augmented_explanation_or_fall_back(tmp_path, pmdata_records, embedded):
+    from healthslm.train import training_examples
+
+    _, tokenizer = embedded
+    responses = _responses(tmp_path / "augmented", pmdata_records, "fatigue", every=2)
+    fatigue = len(read_records(pmdata_records, "pmdata", "fatigue", "train"))
+
+    def examples(**train):
+        params = Params.model_validate({"data": {"datasets": ["pmdata"]}, "train": train})
+        return training_examples(params, tokenizer, True, 2048, pmdata_records, tmp_path / "augmented")
+
+    label, _ = examples(examples_per_task=None)
+    assert not any("Reasoning" in e["completion"] for e in label)
+    kept, counts = examples(examples_per_task=None, targets="augmented")
+    assert counts["pmdata_fatigue"]["with_response"] == len(responses)
+    assert counts["pmdata_readiness"] == dict.fromkeys(counts["pmdata_readiness"], 0) | {
+        "examples": len(read_records(pmdata_records, "pmdata", "readiness", "train"))
+    }  # no responses for readiness: every record falls back to its label
+    explained = [e["completion"] for e in kept if "Reasoning" in e["completion"]]
+    assert len(explained) == len(responses) and all(c.startswith(" ") for c in explained)
+    assert explained[0].split(" Reasoning: ")[0] in {f" {n}." for n in range(6)}  # the label, as scored
+
+    dropped, counts = examples(examples_per_task=None, targets="augmented", without_response="drop")
+    assert counts["pmdata_fatigue"]["left_out_without_response"] == fatigue - len(responses)
+    assert sum(c["examples"] for c in counts.values()) == len(responses)
+    both, counts = examples(examples_per_task=None, targets="both")
+    assert len(both) == len(label) + len(responses)
+
+
+def test_augmented_targets_reach_the_trainer_and_ft_still_answers_every_row(
+    tmp_path, pmdata_records, tiny_model_dir
+):
+    from healthslm.evaluate import evaluate
+    from healthslm.train import train
+
+    responses = _responses(tmp_path / "augmented", pmdata_records, "fatigue")
+    params = Params.model_validate(
+        {
+            "model": str(tiny_model_dir),
+            "data": {"datasets": ["pmdata"]},
+            "train": {
+                "examples_per_task": 1, "targets": "augmented", "max_steps": 1, "batch_size": 4,
+                "grad_accum": 1, "max_length": 512, "merge": False, "wandb": {"enabled": False},
+            },
+            "eval": {"mode": ["ft"], "limit": 3, "finetuned": str(tmp_path / "model")},
+        }
+    )  # fmt: skip
+    info = train(
+        params, pmdata_records, tmp_path / "model", tmp_path / "ckpt", tmp_path / "live", print,
+        tmp_path / "augmented",
+    )  # fmt: skip
+    assert info["targets"] == "augmented" and info["tasks"]["pmdata_fatigue"]["with_response"] == 1
+    # One step over the 4 tasks' records: fatigue's answer is its label and explanation, the others' their
+    # label alone (" 3." and the end of turn, <= 3 tokens each: 12 with label targets).
+    explanation = len(AutoTokenizer.from_pretrained(tmp_path / "model" / "adapter")(
+        next(iter(responses.values())).split(". ", 1)[1]).input_ids)  # fmt: skip
+    assert explanation > 12 and info["steps"] == 1 and info["answer_tokens"] >= explanation + 4
+    results = evaluate(params, True, pmdata_records, tmp_path / "p", tmp_path / "m.json", tmp_path / "pl")
+    for task in ("pmdata_fatigue", "pmdata_readiness", "pmdata_sleep_quality", "pmdata_stress"):
+        assert results["ft"][task]["n"] == 3 and results["ft"][task]["invalid_rate"] == 0, task
 
 
 def test_padding_free_batch_equals_separate_forwards(tiny_model_dir):

@@ -9,12 +9,12 @@ Writes artifacts/augmented/<dataset>/<task>.train.{jsonl,toon}, rejected.jsonl a
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from pathlib import Path
 
 import toon_format
 
+from healthslm.augmented import stated_label
 from healthslm.data.registry import all_tasks
 from healthslm.errors import HealthSLMError
 from healthslm.io import atomic_dir, write_json, write_jsonl, write_text
@@ -46,20 +46,6 @@ def augmentation_messages(record: dict, spec: TaskSpec) -> list[dict]:
         {"role": "system", "content": f"You are an experienced {role}. ({PROMPT_VERSION})"},
         {"role": "user", "content": f"{question(record, spec, 'compact')}\n\n{ask}"},
     ]
-
-
-# "The answer ... is: no", "The predicted fatigue level is 3"
-_STATEMENT = r"\b(?:answer|label|prediction|predicted|level|score)\b[^.\n]{0,120}?\bis\b:?[\s\W]*"
-
-
-def stated_label(spec: TaskSpec, text: str):
-    """The label a response states first ("yes. Reasoning: ...", "The answer is: no. ..."), or None."""
-    head = text.strip().lower()
-    labels = "|".join(re.escape(v.lower()) for v in sorted(spec.label_space, key=len, reverse=True))
-    found = re.match(rf"[\W_]*({labels})\b", head) or re.match(rf"[^.\n]*?{_STATEMENT}({labels})\b", head)
-    if not found:
-        return None
-    return spec.parse_label(spec.label_space[[v.lower() for v in spec.label_space].index(found.group(1))])
 
 
 def rejection(

@@ -124,6 +124,11 @@ class TrainParams(Block):
     datasets: list[str] | None = None  # null = every dataset of data.datasets
     prompt_format: Literal["seed", "compact"] = "compact"
     examples_per_task: int | None = Field(default=16, gt=0)  # null = every train record
+    # What the model learns to answer: the gold label alone, the kept augmented response (label first, then
+    # its explanation), or both (each record twice). A record without a kept response falls back to its label
+    # or is left out (without_response).
+    targets: Literal["label", "augmented", "both"] = "label"
+    without_response: Literal["label", "drop"] = "label"
     # Overrides of the model's recipe (models/presets/<model>.yaml); null keeps the recipe's value.
     lora: LoraOverrides = LoraOverrides()
     learning_rate: float | None = None

@@ -151,11 +151,22 @@ def text_table(metrics: dict, modes: list[str]) -> list[str]:
 TRAINING_COLUMNS = ("steps", "examples", "train_loss", "tokens_per_s", "runtime_s", "peak_rss_mb")
 
 
+TASK_COUNT_HEADERS = {  # train.TARGET_COUNTS, as the report's columns
+    "examples": "records",
+    "dropped_long_prompt": "dropped (prompt too long)",
+    "cut_long_answer": "answer cut",
+    "with_response": "with a kept response",
+    "left_out_without_response": "left out (no response)",
+}
+
+
 def training_section(training: dict | None) -> list[str]:
     if not training:
         return ["No fine-tuned model in this run."]
     recipe = training["recipe"]
     lora = recipe["lora"]
+    targets = training.get("targets", "label")
+    counted = [name for name in TASK_COUNT_HEADERS if any(name in c for c in training["tasks"].values())]
     lines = [
         f"`{training['method']}` on {training['model']}, prompt format `{training['prompt_format']}`, "
         f"LoRA r={lora['r']} alpha={lora['alpha']} dropout={lora['dropout']}, batch {recipe['batch_size']} "
@@ -169,12 +180,19 @@ def training_section(training: dict | None) -> list[str]:
         "|" + "--:|" * len(TRAINING_COLUMNS),
         "| " + " | ".join(str(training.get(c, "—")) for c in TRAINING_COLUMNS) + " |",
         "",
-        "| task | examples | dropped (prompt too long) | answer cut |",
-        "|---|--:|--:|--:|",
+        f"Targets (`train.targets`): `{targets}`"
+        + (
+            " (the gold label, then the kept augmented response's explanation)"
+            if targets != "label"
+            else " (the gold label alone)"
+        )
+        + ".",
+        "",
+        "| task | " + " | ".join(TASK_COUNT_HEADERS[name] for name in counted) + " |",
+        "|---|" + "--:|" * len(counted),
     ]
     for key, counts in training["tasks"].items():
-        cells = (counts["examples"], counts["dropped_long_prompt"], counts["cut_long_answer"])
-        lines.append(f"| {key} | " + " | ".join(map(str, cells)) + " |")
+        lines.append(f"| {key} | " + " | ".join(str(counts.get(name, "—")) for name in counted) + " |")
     if plan := training.get("memory_plan"):
         lines += [
             "",

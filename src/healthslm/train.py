@@ -30,6 +30,7 @@ import torch
 from dvclive.utils import standardize_metric_name
 from transformers import TrainerCallback
 
+from healthslm.augmented import explanation, kept_responses
 from healthslm.errors import HealthSLMError
 from healthslm.io import atomic_dir, write_json
 from healthslm.models import finetuned as models
@@ -37,8 +38,9 @@ from healthslm.models.capacity import Architecture, TrainPlan, default_budget_gb
 from healthslm.models.dtype import resolve_dtype
 from healthslm.models.loader import load_model_and_tokenizer
 from healthslm.models.registry import ModelPreset, Recipe, effective_recipe, resolve_model
-from healthslm.params import Params
+from healthslm.params import Params, TrainParams
 from healthslm.paths import (
+    AUGMENTED_DIR,
     CHECKPOINTS_DIR,
     MODEL_DIR,
     RECORDS_DIR,
@@ -48,25 +50,69 @@ from healthslm.paths import (
     WANDB_ROOT,
 )
 from healthslm.prepare import available_tasks, read_records
-from healthslm.prompts import build_context
+from healthslm.prompts import answer_continuation, build_context
 from healthslm.resources import cpu_name, peak_rss_mb
 from healthslm.tasks import TaskSpec
 
+# Per task in training.json: records trained on, dropped (prompt too long), cut (answer too long); with
+# augmented targets also those with a kept response and those left out for lack of one.
+TARGET_COUNTS = (
+    "examples",
+    "dropped_long_prompt",
+    "cut_long_answer",
+    "with_response",
+    "left_out_without_response",
+)
 
-def completion(record: dict, spec: TaskSpec) -> str:
-    """The target after the prompt: the reference output without the answer template the prompt ends with."""
-    output = record["output"]
+
+def completion(record: dict, spec: TaskSpec, explained: str | None = None) -> str:
+    """The target after the prompt. A class label alone (" 3.", " yes.": the continuation the scorer ranks)
+    or followed by an explanation (" yes. Reasoning: ..."); a number as the reference states it; an
+    open-ended task's reference answer, or the response given in its place."""
+    if spec.closed:
+        spoken = spec.spoken_answers[spec.label_space.index(str(record["label"]))]
+        return answer_continuation(spoken, "") + (f" {explained}" if explained else "")
+    output = explained or record["output"]
     if spec.answer_prefix and not spec.input_first and output.startswith(spec.answer_prefix):
-        return output[len(spec.answer_prefix) :]  # " 3." — the same continuation the scorer ranks
-    return f" {output}" if spec.input_first else output  # IMHI: " yes. Reasoning: ..."
+        return output[len(spec.answer_prefix) :]  # " 16.46." — the number the decoder is scored on
+    return f" {output}" if spec.input_first else output
+
+
+def record_targets(record: dict, spec: TaskSpec, response: str | None, train: TrainParams) -> list[str]:
+    """The completions one record trains on (train.targets); none when it has no kept response and
+    train.without_response is drop."""
+    label = completion(record, spec)
+    if train.targets == "label":
+        return [label]
+    if response is None:
+        return [label] if train.without_response == "label" else []
+    augmented = completion(record, spec, explanation(spec, response))
+    return [augmented] if train.targets == "augmented" else [label, augmented]
+
+
+def _within_length(prompt: str, answer: str, tokenizer, use_chat: bool, max_length: int) -> tuple | None:
+    """(the answer, whether it was cut) within `max_length` tokens with its prompt; None if the prompt leaves
+    no room for an answer."""
+    room = max_length - 1 - len(tokenizer(prompt, add_special_tokens=not use_chat).input_ids)
+    if room < 8:
+        return None
+    if prompt.endswith(" "):  # the seed's prompts end in the space the answer would start with
+        answer = answer.lstrip(" ")
+    answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
+    return (tokenizer.decode(answer_ids[:room]), True) if len(answer_ids) > room else (answer, False)
 
 
 def training_examples(
-    params: Params, tokenizer, use_chat: bool, max_length: int, records_dir: Path = RECORDS_DIR
+    params: Params,
+    tokenizer,
+    use_chat: bool,
+    max_length: int,
+    records_dir: Path = RECORDS_DIR,
+    augmented_dir: Path = AUGMENTED_DIR,
 ) -> tuple[list[dict], dict[str, dict[str, int]]]:
-    """Prompt/completion pairs, `examples_per_task` per task, each within `max_length` tokens.
-
-    A prompt too long to leave room for an answer drops its record; a long text answer is cut to fit."""
+    """Prompt/completion pairs of `examples_per_task` records per task (train.targets: one or two per
+    record), each within `max_length` tokens. A prompt too long to leave room for an answer drops its
+    record; a long answer is cut to fit."""
     train = params.train
     datasets = train.datasets or params.data.datasets
     if unknown := sorted(set(datasets) - set(params.data.datasets)):
@@ -75,24 +121,25 @@ def training_examples(
     for spec in available_tasks(datasets, records_dir):
         records = read_records(records_dir, spec.dataset, spec.name, "train")
         random.Random(f"{params.base.seed}:train:{spec.key}").shuffle(records)
-        kept = dropped = cut = 0
+        responses = kept_responses(spec, augmented_dir) if train.targets != "label" else {}
+        count = dict.fromkeys(TARGET_COUNTS, 0)
         for record in records:
-            if train.examples_per_task and kept >= train.examples_per_task:
+            if train.examples_per_task and count["examples"] >= train.examples_per_task:
                 break
-            prompt = build_context(record, spec, tokenizer, use_chat, train.prompt_format)
-            room = max_length - 1 - len(tokenizer(prompt, add_special_tokens=not use_chat).input_ids)
-            if room < 8:
-                dropped += 1
+            response = responses.get(record["id"])
+            if not (targets := record_targets(record, spec, response, train)):
+                count["left_out_without_response"] += 1
                 continue
-            answer = completion(record, spec)
-            if prompt.endswith(" "):  # the seed's prompts end in the space the answer would start with
-                answer = answer.lstrip(" ")
-            answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
-            if len(answer_ids) > room:
-                answer, cut = tokenizer.decode(answer_ids[:room]), cut + 1
-            examples.append({"prompt": prompt, "completion": answer})
-            kept += 1
-        counts[spec.key] = {"examples": kept, "dropped_long_prompt": dropped, "cut_long_answer": cut}
+            prompt = build_context(record, spec, tokenizer, use_chat, train.prompt_format)
+            fitted = [_within_length(prompt, target, tokenizer, use_chat, max_length) for target in targets]
+            if None in fitted:
+                count["dropped_long_prompt"] += 1
+                continue
+            examples += [{"prompt": prompt, "completion": answer} for answer, _ in fitted]
+            count["examples"] += 1
+            count["cut_long_answer"] += any(cut for _, cut in fitted)
+            count["with_response"] += response is not None
+        counts[spec.key] = count if train.targets != "label" else {k: count[k] for k in TARGET_COUNTS[:3]}
     if not examples:
         raise HealthSLMError(f"no training records under {records_dir}/ for {', '.join(datasets)}")
     random.Random(params.base.seed).shuffle(examples)
@@ -191,6 +238,7 @@ class LiveCallback(TrainerCallback):
     def __init__(self, live) -> None:
         self.live = live
         self.tokens = 0  # non-padding tokens trained in this process (TRL's `num_tokens` restarts on resume)
+        self.answer_tokens = 0  # of them, the answer tokens the loss is on
         self.seconds = 0.0
 
     def on_train_begin(self, args, state, control, **kwargs) -> None:
@@ -203,6 +251,7 @@ class LiveCallback(TrainerCallback):
             now = time.perf_counter()
             logs["tokens_per_s"] = round((logs["num_tokens"] - self.tokens) / (now - self._last), 2)
             self.tokens, self.seconds, self._last = int(logs["num_tokens"]), now - self._began, now
+            self.answer_tokens = int(logs.get("answer_tokens", self.answer_tokens))
         if not state.is_world_process_zero:
             return
         self.live.step = state.global_step
@@ -266,6 +315,8 @@ def answer_only_trainer(**kwargs):
     from trl import SFTTrainer
 
     class AnswerOnlySFTTrainer(SFTTrainer):
+        answer_tokens = 0  # trained on by this process: the tokens the loss is on
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if not model.training or return_outputs:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -274,6 +325,8 @@ def answer_only_trainer(**kwargs):
             mask = inputs.get("attention_mask")  # padding-free batches have none: every position counts
             self._total_train_tokens += int(mask.sum() if mask is not None else inputs["input_ids"].numel())
             self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+            self.answer_tokens += stats["answers"]
+            self._metrics["train"]["answer_tokens"] = [self.answer_tokens]
             if stats["answers"]:
                 self._metrics["train"]["mean_token_accuracy"].append(stats["correct"] / stats["answers"])
             return loss
@@ -350,6 +403,7 @@ def train(
     checkpoints_dir: Path = CHECKPOINTS_DIR,
     live_dir: Path = TRAIN_REPORTS,
     echo=print,
+    augmented_dir: Path = AUGMENTED_DIR,
 ) -> dict:
     if "ft" not in params.eval.mode:
         return _not_trained(params, model_dir, live_dir, echo)
@@ -359,7 +413,9 @@ def train(
     model, tokenizer = load_for_training(preset, params.train.method, params.train.dtype == "bfloat16")
     bf16 = use_bf16(model, params.train.dtype, echo)
     use_chat = models.use_chat_template(models.ModelChoice(preset), tokenizer)
-    examples, counts = training_examples(params, tokenizer, use_chat, recipe.max_length, records_dir)
+    examples, counts = training_examples(
+        params, tokenizer, use_chat, recipe.max_length, records_dir, augmented_dir
+    )
     plan = memory_plan(params, recipe, model, tokenizer, examples)
     echo(plan.line(recipe.batch_size, recipe.grad_accum))
 
@@ -466,11 +522,13 @@ def _fit(
     tokenizer.save_pretrained(weights)
     summary = {
         "method": params.train.method,
+        "targets": params.train.targets,
         "steps": trainer.state.global_step,
         "resumed_from_step": resumed_step,
         "examples": len(examples),
         "train_loss": round(result.training_loss, 4),
         "tokens_per_s": round(live_callback.tokens / max(live_callback.seconds, 1e-9), 1),
+        "answer_tokens": live_callback.answer_tokens,  # trained on in this process (since any resume)
         "runtime_s": round(runtime, 1),
         "peak_rss_mb": peak_rss_mb(),
         "cpu": cpu_name(),
