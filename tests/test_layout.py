@@ -52,7 +52,7 @@ LAYERS = {
         "judge",
     ],
     "export/on-device": ["export", "ondevice"],
-    "report/compare": ["html", "verdicts", "summary", "report", "compare"],
+    "report/compare": ["html", "verdicts", "summary", "report", "compare", "study"],
     "entry points": ["stage", "cli", "__main__"],
 }
 

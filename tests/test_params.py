@@ -127,3 +127,64 @@ def test_the_judge_follows_eval_mode_unless_told():
     assert parse_params({"eval": {"mode": ["ft"]}}, datasets=False).judged_modes == []  # nothing to judge
     assert parse_params({}, datasets=False).judged_modes == ["zs"]
     assert parse_params({"judge": {"modes": ["ft", "zs"]}}, datasets=False).judged_modes == ["ft", "zs"]
+
+
+def test_committed_studies_are_valid_and_name_their_budget():
+    from healthslm.study import STUDIES_DIR, load_study
+    from tests.conftest import ROOT
+
+    names = sorted(p.stem for p in (ROOT / STUDIES_DIR).glob("*.yaml"))
+    assert names == ["mental-augmented", "pmdata-full"]
+    studies = {name: load_study(name, ROOT) for name in names}
+    assert (
+        studies["pmdata-full"].params["train.lora.r"] == 8
+        and studies["pmdata-full"].params["eval.limit"] is None
+    )
+    assert {v["train.targets"] for v in studies["mental-augmented"].variants.values()} == {
+        "label",
+        "augmented",
+    }
+    assert all(s.estimate.cpu_2_cores_h <= 2.5 and s.subset for s in studies.values())
+
+
+@pytest.mark.parametrize(
+    ("params", "variants", "expected"),
+    [
+        ({"eval.limt": 3}, {}, "studies/bad.yaml: eval.limt: no such key in params.yaml"),
+        ({"evl.limit": 3}, {}, "studies/bad.yaml: evl.limit: no block evl in params.yaml"),
+        (
+            {"eval.limit": 3},
+            {"a": {"train.targets": "label"}, "b": {"train.targets": "explained"}},
+            "studies/bad.yaml (variant b, on params.yaml): train.targets: Input should be 'label', "
+            "'augmented' or 'both' (got 'explained')",
+        ),
+        (
+            {},
+            {"a": {"train.targets": "label"}, "b": {"eval.limit": 3}},
+            "studies/bad.yaml: variants: each variant must set the same keys",
+        ),
+        (
+            {"eval.limit": 3},
+            {"a": "label"},
+            "studies/bad.yaml: variants.a: Input should be a valid dictionary",
+        ),
+    ],
+)
+def test_a_bad_study_fails_in_one_line_naming_the_key(tmp_path, params, variants, expected):
+    from healthslm.study import load_study
+    from tests.conftest import ROOT
+
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "studies").mkdir()
+    study = {
+        "title": "t",
+        "question": "q",
+        "params": params,
+        "estimate": {"cpu_2_cores_h": 1, "one_gpu_h": 1, "basis": "b"},
+    }
+    (tmp_path / "studies" / "bad.yaml").write_text(
+        yaml.safe_dump(study | ({"variants": variants} if variants else {}))
+    )
+    with pytest.raises(HealthSLMError) as raised:
+        load_study("bad", tmp_path)
+    assert str(raised.value).replace(str(tmp_path) + "/", "") == expected

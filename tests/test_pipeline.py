@@ -1,6 +1,7 @@
 """The real pipeline in a temp git + DVC repo: fetch over HTTP, dvc repro (training included), no-op repro,
-partial re-run, metrics, and experiments: `dvc exp run -S model=... -S train.method=qlora -S train.lora.r=...`
-on a second local model, compared by `dvc exp show` and `dvc metrics diff`, or failing clearly."""
+partial re-run, metrics, and experiments: `dvc exp run -S model=...`, and a study (`healthslm study run`:
+LoRA and QLoRA of a second local model as two experiments) compared by `dvc exp show`, `dvc metrics diff` and
+`healthslm compare`, or failing clearly."""
 
 import json
 import os
@@ -201,20 +202,50 @@ def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_di
     rerun = json.loads((project / "reports" / "augment.json").read_text())
     assert rerun["http_requests"] == 0 and rerun["cache_hits"] == 2  # same requests: all from the cache
 
+    # A study: two variants of a tiny model's training as DVC experiments, up to the evaluate stages.
+    study = {
+        "title": "LoRA or QLoRA on a tiny model",
+        "question": "Which one learns more?",
+        "params": {"model": str(tiny_model_dir), "eval.mode": ["fs-5", "ft"]},
+        "variants": {
+            "lora": {"train.method": "lora", "train.lora.r": 4},
+            "qlora": {"train.method": "qlora", "train.lora.r": 8},
+        },
+        "estimate": {"cpu_2_cores_h": 0.05, "one_gpu_h": 0.01, "basis": "a guess"},
+    }
+    (project / "studies").mkdir()
+    (project / "studies" / "tiny.yaml").write_text(yaml.safe_dump(study))
     run(["git", "add", "-A"], project, env)
     run(["git", "commit", "-qm", "baseline"], project, env)
-    # Experiments up to `evaluate` (the stages after it are covered above, and cost time here).
+    committed = {name: (project / name).read_text() for name in ("params.yaml", "dvc.lock")}
     # Zero-shot benchmarking of another model never trains.
     zero_shot = ["dvc", "exp", "run", "evaluate", "-S", f"model={tiny_model_dir}", "-S", "eval.mode=[zs]"]
     assert _ran(run([*zero_shot, "-n", "tiny-zs"], project, env)) == {"evaluate"}
-    tiny = ["dvc", "exp", "run", "evaluate", "evaluate_finetuned", "-S", f"model={tiny_model_dir}"]
-    tiny += ["-S", "eval.mode=[fs-5,ft]"]
-    switched = run([*tiny, "-S", "train.lora.r=4", "-n", "tiny-lora"], project, env)
-    assert _ran(switched) == {"train", "evaluate", "evaluate_finetuned"}
-    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    run(["git", "checkout", "--", "."], project, env)
+    run(["dvc", "checkout", "-q", "--force"], project, env)
+    studied = run(["healthslm", "study", "run", "tiny"], project, env)
+    assert _ran(studied) == {"train", "evaluate", "evaluate_finetuned"}  # each variant: only what it needs
+    assert "git add reports/studies/tiny" in studied.stdout
+    # The workspace is back at the commit, with the results beside it.
+    assert {name: (project / name).read_text() for name in committed} == committed
+    assert run(["git", "status", "--porcelain", "--untracked-files=no"], project, env).stdout == ""
+    results = project / "reports" / "studies" / "tiny"
+    metrics = json.loads((results / "lora" / "metrics.json").read_text())
     assert metrics["efficiency"]["fs-5"]["params_m"] < 5 and set(metrics) == {"fs-5", "efficiency"}
-    assert set(json.loads((project / "reports" / "metrics_ft.json").read_text())) == {"ft", "efficiency"}
-    run([*tiny, "-S", "train.method=qlora", "-S", "train.lora.r=8", "-n", "tiny-qlora"], project, env)
+    assert set(json.loads((results / "qlora" / "metrics_ft.json").read_text())) == {"ft", "efficiency"}
+    assert yaml.safe_load((results / "qlora" / "params.yaml").read_text())["train"]["method"] == "qlora"
+    assert json.loads((results / "lora" / "training.json").read_text())["recipe"]["lora"]["r"] == 4
+    run_record = json.loads((results / "run.json").read_text())
+    assert run_record["commit"] == run(["git", "rev-parse", "HEAD"], project, env).stdout.strip()
+    assert [part["variant"] for part in run_record["parts"]] == ["lora", "qlora"]
+    report = (results / "report.md").read_text()
+    assert "## lora" in report and "| pmdata_fatigue | accuracy ↑ | ft |" in report
+    assert "Trained (qlora r=8 alpha=" in report and "[comparison.md](compare/comparison.md)" in report
+    comparison = (results / "compare" / "comparison.md").read_text()
+    assert '| params.yaml | train.method | `"lora"` | `"qlora"` |' in comparison
+    assert "final/trainable_params" in comparison
+    again = run(["healthslm", "study", "run", "tiny"], project, env)  # done: nothing runs again
+    assert "Running stage" not in again.stdout and again.stdout.count("done already") == 2
     table = json.dumps(json.loads(run(["dvc", "exp", "show", "--json"], project, env).stdout))
     assert "tiny-lora" in table and "tiny-qlora" in table and "final/trainable_params" in table
     diff = json.loads(
@@ -222,10 +253,6 @@ def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_di
     )
     trainable = diff["reports/train/metrics.json"]["final/trainable_params"]
     assert trainable["new"] == pytest.approx(2 * trainable["old"])  # r=8 vs r=4: twice the LoRA weights
-    run(["healthslm", "compare", "tiny-lora", "tiny-qlora"], project, env)  # experiments compare too
-    comparison = (project / "reports" / "compare" / "comparison.md").read_text()
-    assert '| params.yaml | train.method | `"lora"` | `"qlora"` |' in comparison
-    assert "final/trainable_params" in comparison
 
     # Two commits whose params differ: compare shows both values and which way the change went.
     run(["dvc", "exp", "apply", "tiny-lora"], project, env)

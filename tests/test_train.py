@@ -157,6 +157,30 @@ def test_targets_take_the_augmented_explanation_or_fall_back(tmp_path, pmdata_re
     assert len(both) == len(label) + len(responses)
 
 
+def test_a_train_subset_is_a_seeded_label_stratified_draw(pmdata_records):
+    from collections import Counter
+
+    from healthslm.data.registry import all_tasks
+    from healthslm.train import _draw_order
+
+    spec = all_tasks()["pmdata_fatigue"]
+    records = read_records(pmdata_records, "pmdata", "fatigue", "train")
+    shares = Counter(r["label"] for r in records)
+
+    def drawn(seed: int, per_task: int | None = 60) -> list[dict]:
+        params = Params.model_validate({"base": {"seed": seed}, "train": {"examples_per_task": per_task}})
+        return _draw_order(records, spec, params)
+
+    first = drawn(42)
+    assert sorted(r["id"] for r in first) == sorted(r["id"] for r in records)  # every record, reordered
+    counts = Counter(r["label"] for r in first[:60])
+    # Each label keeps its share of the 60 to within one record (a first-60 cut of the file would not).
+    assert all(abs(counts[label] - 60 * n / len(records)) <= 1 for label, n in shares.items()), counts
+    assert [r["id"] for r in drawn(42)] == [r["id"] for r in first]  # seeded
+    assert [r["id"] for r in drawn(7)][:60] != [r["id"] for r in first][:60]
+    assert len(drawn(42, None)) == len(records)
+
+
 def test_augmented_targets_reach_the_trainer_and_ft_still_answers_every_row(
     tmp_path, pmdata_records, tiny_model_dir
 ):

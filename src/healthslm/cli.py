@@ -218,6 +218,37 @@ def compare(base: str, target: str | None, out: Path) -> None:
     run(base, target, out, echo=click.echo)
 
 
+@cli.group()
+def study() -> None:
+    """Full-scale runs anyone can repeat: studies/NAME.yaml (params overrides, one DVC experiment per
+    variant), results in reports/studies/NAME/."""
+
+
+@study.command("list")
+def study_list() -> None:
+    """The studies, what each asks, how long it takes and whether its results are committed."""
+    from healthslm.study import RESULTS_DIR, STUDIES_DIR, load_study
+
+    for path in sorted(STUDIES_DIR.glob("*.yaml")):
+        found = load_study(path.stem)
+        done = (
+            "results in " + str(RESULTS_DIR / path.stem) if (RESULTS_DIR / path.stem).exists() else "not run"
+        )
+        click.echo(
+            f"{path.stem:18} {found.estimate.cpu_2_cores_h} h on 2 CPU cores, "
+            f"~{found.estimate.one_gpu_h} h on one GPU; {done}\n    {found.title}"
+        )
+
+
+@study.command("run")
+@click.argument("name")
+def study_run(name: str) -> None:
+    """Run study NAME (or resume it where an earlier run stopped) and write reports/studies/NAME/."""
+    from healthslm.study import run_study
+
+    run_study(name, echo=click.echo)
+
+
 @cli.command("check-params")
 @params_option
 def check_params(params_file: Path) -> None:

@@ -49,20 +49,16 @@ from healthslm.paths import (
     TRAINING_FILE,
     WANDB_ROOT,
 )
-from healthslm.prepare import available_tasks, read_records
+from healthslm.prepare import available_tasks, eval_sample, read_records
 from healthslm.prompts import answer_continuation, build_context
 from healthslm.resources import cpu_name, peak_rss_mb
 from healthslm.tasks import TaskSpec
 
 # Per task in training.json: records trained on, dropped (prompt too long), cut (answer too long); with
 # augmented targets also those with a kept response and those left out for lack of one.
-TARGET_COUNTS = (
-    "examples",
-    "dropped_long_prompt",
-    "cut_long_answer",
-    "with_response",
-    "left_out_without_response",
-)
+LENGTH_COUNTS = ("examples", "dropped_long_prompt", "cut_long_answer")
+RESPONSE_COUNTS = ("with_response", "left_out_without_response")
+TARGET_COUNTS = LENGTH_COUNTS + RESPONSE_COUNTS
 
 
 def completion(record: dict, spec: TaskSpec, explained: str | None = None) -> str:
@@ -90,16 +86,30 @@ def record_targets(record: dict, spec: TaskSpec, response: str | None, train: Tr
     return [augmented] if train.targets == "augmented" else [label, augmented]
 
 
-def _within_length(prompt: str, answer: str, tokenizer, use_chat: bool, max_length: int) -> tuple | None:
-    """(the answer, whether it was cut) within `max_length` tokens with its prompt; None if the prompt leaves
-    no room for an answer."""
+def _answer_room(prompt: str, tokenizer, use_chat: bool, max_length: int) -> int | None:
+    """Tokens left for an answer after the prompt within `max_length`; None if fewer than 8."""
     room = max_length - 1 - len(tokenizer(prompt, add_special_tokens=not use_chat).input_ids)
-    if room < 8:
-        return None
+    return room if room >= 8 else None
+
+
+def _within_length(prompt: str, answer: str, tokenizer, room: int) -> tuple[str, bool]:
+    """(the answer, whether it was cut) within `room` tokens after its prompt."""
     if prompt.endswith(" "):  # the seed's prompts end in the space the answer would start with
         answer = answer.lstrip(" ")
     answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
     return (tokenizer.decode(answer_ids[:room]), True) if len(answer_ids) > room else (answer, False)
+
+
+def _draw_order(records: list[dict], spec: TaskSpec, params: Params) -> list[dict]:
+    """Records in the order training takes them: seeded-random, and with `examples_per_task` a seeded,
+    label-stratified draw of that many first (eval's rule), the rest after it to stand in for any left out."""
+    records = list(records)
+    random.Random(f"{params.base.seed}:train:{spec.key}").shuffle(records)
+    if not params.train.examples_per_task:
+        return records
+    drawn = eval_sample(records, spec, params.train.examples_per_task, params.base.seed)
+    chosen = {record["id"] for record in drawn}
+    return drawn + [record for record in records if record["id"] not in chosen]
 
 
 def training_examples(
@@ -119,8 +129,7 @@ def training_examples(
         raise HealthSLMError(f"params.yaml: train.datasets: {', '.join(unknown)} not in data.datasets")
     examples, counts = [], {}
     for spec in available_tasks(datasets, records_dir):
-        records = read_records(records_dir, spec.dataset, spec.name, "train")
-        random.Random(f"{params.base.seed}:train:{spec.key}").shuffle(records)
+        records = _draw_order(read_records(records_dir, spec.dataset, spec.name, "train"), spec, params)
         responses = kept_responses(spec, augmented_dir) if train.targets != "label" else {}
         count = dict.fromkeys(TARGET_COUNTS, 0)
         for record in records:
@@ -131,15 +140,16 @@ def training_examples(
                 count["left_out_without_response"] += 1
                 continue
             prompt = build_context(record, spec, tokenizer, use_chat, train.prompt_format)
-            fitted = [_within_length(prompt, target, tokenizer, use_chat, max_length) for target in targets]
-            if None in fitted:
+            if (room := _answer_room(prompt, tokenizer, use_chat, max_length)) is None:
                 count["dropped_long_prompt"] += 1
                 continue
+            fitted = [_within_length(prompt, target, tokenizer, room) for target in targets]
             examples += [{"prompt": prompt, "completion": answer} for answer, _ in fitted]
             count["examples"] += 1
             count["cut_long_answer"] += any(cut for _, cut in fitted)
             count["with_response"] += response is not None
-        counts[spec.key] = count if train.targets != "label" else {k: count[k] for k in TARGET_COUNTS[:3]}
+        shown = TARGET_COUNTS if train.targets != "label" else LENGTH_COUNTS
+        counts[spec.key] = {name: count[name] for name in shown}
     if not examples:
         raise HealthSLMError(f"no training records under {records_dir}/ for {', '.join(datasets)}")
     random.Random(params.base.seed).shuffle(examples)
