@@ -47,9 +47,9 @@ COLLECTED = {  # in the experiment's commit -> in reports/studies/NAME/VARIANT/
 
 class Estimate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    cpu_2_cores_h: float = Field(gt=0)  # measured on this project's 2-core machines (say which CPU)
-    one_gpu_h: float = Field(gt=0)  # estimated unless measured
-    basis: str  # how the numbers were had
+    cpu_2_cores_h: float = Field(gt=0)  # sized from measured rates before a run; run.json has the real time
+    one_gpu_h: float = Field(gt=0)  # estimated: no GPU here
+    basis: str  # how the GPU figure was had
 
 
 class Study(BaseModel):
