@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -188,3 +189,35 @@ def test_a_bad_study_fails_in_one_line_naming_the_key(tmp_path, params, variants
     with pytest.raises(HealthSLMError) as raised:
         load_study("bad", tmp_path)
     assert str(raised.value).replace(str(tmp_path) + "/", "") == expected
+
+
+def test_a_study_whose_results_hold_is_up_to_date_and_not_replayed(tmp_path, monkeypatch):
+    """Committing a study's results must not make the next `study run` replay it (and overwrite its times)."""
+    from healthslm.study import Estimate, Study, _up_to_date
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    git("add", "-A")
+    git("commit", "-qm", "base")
+    commit = git("rev-parse", "HEAD").strip()
+    estimate = Estimate(cpu_2_cores_h=1, one_gpu_h=1, basis="b")
+    study = Study(title="t", question="q", params={"eval.limit": 3}, estimate=estimate)
+    monkeypatch.chdir(tmp_path)
+    assert _up_to_date("s", study) is None  # never run
+    results = tmp_path / "reports" / "studies" / "s"
+    results.mkdir(parents=True)
+    (results / "run.json").write_text(json.dumps({"commit": commit, "overrides": {"run": {"eval.limit": 3}}}))
+    assert _up_to_date("s", study) == commit  # collected, not committed yet
+    git("add", "-A")
+    git("commit", "-qm", "results")
+    assert _up_to_date("s", study) == commit  # committed: only the results differ from the study's commit
+    assert _up_to_date("s", study.model_copy(update={"params": {"eval.limit": 4}})) is None  # other overrides
+    (tmp_path / "params.yaml").write_text("seed: 2\n")
+    assert _up_to_date("s", study) is None  # a tracked change, committed or not, means run again
+    git("commit", "-qam", "seed")
+    assert _up_to_date("s", study) is None

@@ -64,6 +64,10 @@ def resolve(rev: str | None) -> Rev:
     raise HealthSLMError(f"{rev!r} is neither a git revision nor an experiment (see `dvc exp show`)")
 
 
+def _as_rev(rev: str | Rev | None) -> Rev:
+    return rev if isinstance(rev, Rev) else resolve(rev)
+
+
 def _dvc_revs(base: Rev, target: Rev) -> list[str]:
     return [base.sha or "workspace"] + ([target.sha] if target.sha else [])
 
@@ -278,12 +282,14 @@ def wandb_lines(base: Rev, target: Rev) -> list[str]:
     return lines
 
 
-def _render_vega(entry: dict, path: Path) -> None:
-    """A DVC vega plot (train curves: x/y fields; confusion: actual/predicted) drawn per revision."""
+def _render_vega(entry: dict, path: Path, names: dict[str, str]) -> None:
+    """A DVC vega plot (train curves: x/y fields; confusion: actual/predicted) drawn per revision, each titled
+    by `names` (DVC's revision -> the name the user gave)."""
     plt = pyplot()
     content = entry["content"]
     values = content["data"]["values"]
     revs = entry["revisions"]
+    title = {rev: names.get(rev, rev[:12]) for rev in revs}
     encoding = content.get("encoding", {})
     if values and {"actual", "predicted"} <= set(values[0]):
         labels = sorted({str(v["actual"]) for v in values} | {str(v["predicted"]) for v in values})
@@ -295,7 +301,7 @@ def _render_vega(entry: dict, path: Path) -> None:
             axis.imshow(counts, cmap="Blues")
             axis.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
             axis.set_yticks(range(len(labels)), labels, fontsize=7)
-            axis.set_title(rev[:12], fontsize=8)
+            axis.set_title(title[rev], fontsize=8)
             axis.set_xlabel("predicted", fontsize=7)
             axis.set_ylabel("actual", fontsize=7)
     else:
@@ -305,7 +311,7 @@ def _render_vega(entry: dict, path: Path) -> None:
         for rev in revs:
             points = [v for v in values if v.get("rev") == rev]
             y_field = y or next(k for k in points[0] if k not in (x, "rev", "timestamp", "step"))
-            axis.plot([float(p[x]) for p in points], [float(p[y_field]) for p in points], label=rev[:12])
+            axis.plot([float(p[x]) for p in points], [float(p[y_field]) for p in points], label=title[rev])
             axis.set_ylabel(y_field)
         axis.set_xlabel(x)
         axis.legend(fontsize=7)
@@ -325,6 +331,7 @@ def plot_images(base: Rev, target: Rev, images_dir: Path) -> list[tuple[str, lis
     """(plot name, [image files]) for every plot whose data differs between the revisions."""
     raw = images_dir / "dvc"
     out = _run(["dvc", "plots", "diff", *_dvc_revs(base, target), "--json", "-o", str(raw)])
+    names = {rev.sha or "workspace": rev.name for rev in (base, target)}
     plots = []
     for number, (name, entries) in enumerate(sorted(json.loads(out).get("data", {}).items())):
         files = []
@@ -341,15 +348,19 @@ def plot_images(base: Rev, target: Rev, images_dir: Path) -> list[tuple[str, lis
             if not _vega_changed(entry):
                 continue
             dest = images_dir / f"{number:03d}.png"
-            _render_vega(entry, dest)
+            _render_vega(entry, dest, names)
             files.append(dest.name)
         plots.append((name, files))
     shutil.rmtree(raw, ignore_errors=True)
     return plots
 
 
-def compare(base_name: str | None, target_name: str | None, out_dir: Path = COMPARE_DIR, echo=print) -> Path:
-    base, target = resolve(base_name or "main"), resolve(target_name)
+def compare(
+    base_rev: str | Rev | None, target_rev: str | Rev | None, out_dir: Path = COMPARE_DIR, echo=print
+) -> Path:
+    """base/target: a git revision or experiment name, or a Rev already resolved (a study's experiment, named
+    by the study); no target is the workspace."""
+    base, target = _as_rev(base_rev or "main"), _as_rev(target_rev)
     revs = _dvc_revs(base, target)
     metrics = json.loads(_run(["dvc", "metrics", "diff", *revs, "--all", "--json"]) or "{}")
     params = json.loads(_run(["dvc", "params", "diff", *revs, "--json"]) or "{}")

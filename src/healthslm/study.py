@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from healthslm.compare import compare
+from healthslm.compare import Rev, compare
 from healthslm.errors import HealthSLMError
 from healthslm.io import atomic_dir, write_json, write_text
 from healthslm.params import PARAMS_FILE, parse_params
@@ -197,8 +197,28 @@ def _collect(sha: str, dest: Path) -> None:
     write_json(dest / "stages.json", times)
 
 
+def _up_to_date(name: str, study: Study) -> str | None:
+    """The commit of reports/studies/NAME/ if it holds this study's results for the files here: the same
+    overrides, and nothing tracked differs from that commit but the results themselves (committed since, or
+    not yet). Running again would replay DVC's caches and overwrite the measured times with the replay's."""
+    recorded = _read(RESULTS_DIR / name / "run.json")
+    if not recorded or _progress(name).exists():
+        return None
+    if recorded["overrides"] != {v: overrides(study, v) for v in study.variants}:
+        return None
+    try:
+        changed = _git("diff", "--name-only", recorded["commit"], "--").split()
+    except HealthSLMError:  # that commit is not in this clone
+        return None
+    ours = (RESULTS_DIR / name).as_posix() + "/"
+    return None if any(not path.startswith(ours) for path in changed) else recorded["commit"]
+
+
 def run_study(name: str, echo=print) -> Path:
     study = load_study(name)
+    if commit := _up_to_date(name, study):
+        echo(f"{name}: up to date, {RESULTS_DIR / name}/ holds its results from commit {commit[:10]}")
+        return RESULTS_DIR / name
     PROGRESS_DIR.mkdir(parents=True, exist_ok=True)
     progress = _start(name)
     write_json(_progress(name), progress)
@@ -212,8 +232,8 @@ def run_study(name: str, echo=print) -> Path:
             _collect(sha, tmp / variant)
         write_json(tmp / "run.json", progress | {"experiments": shas, "overrides": {
             v: overrides(study, v) for v in study.variants}})  # fmt: skip
-        if len(shas) == 2:
-            base, target = shas.values()
+        if len(shas) == 2:  # named as the study names them: NAME-VARIANT
+            base, target = (Rev(f"{name}-{variant}", sha) for variant, sha in shas.items())
             compare(base, target, tmp / "compare", echo=echo)
         write_text(tmp / "report.md", study_report(name, study, tmp))
     _progress(name).unlink()
