@@ -267,10 +267,13 @@ def _training_line(training: dict) -> list[str]:
     if "steps" not in training:  # nothing was trained (no ft mode)
         return []
     lora = training["recipe"]["lora"]
+    # A resumed run's trainer times only its own process: say so rather than pass it off as the whole run's.
+    resumed = training.get("resumed_from_step")
+    timed = f"steps {resumed}-{training['steps']}, the last part: " if resumed else ""
     return [
         f"Trained ({training['method']} r={lora['r']} alpha={lora['alpha']}, "
-        f"targets `{training['targets']}`): {training['examples']} examples, {training['steps']} steps, "
-        f"{training['tokens_per_s']} tokens/s, {_hours(training['runtime_s'])} on {training['cpu']}.",
+        f"targets `{training['targets']}`): {training['examples']} examples, {training['steps']} steps; "
+        f"{timed}{training['tokens_per_s']} tokens/s, {_hours(training['runtime_s'])} on {training['cpu']}.",
         "",
     ]
 
