@@ -235,6 +235,12 @@ def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_di
     assert set(json.loads((results / "qlora" / "metrics_ft.json").read_text())) == {"ft", "efficiency"}
     assert yaml.safe_load((results / "qlora" / "params.yaml").read_text())["train"]["method"] == "qlora"
     assert json.loads((results / "lora" / "training.json").read_text())["recipe"]["lora"]["r"] == 4
+    # Each variant's stage times are of the stages it ran: the second reused the first's evaluate.
+    ran = {v: set(json.loads((results / v / "stages.json").read_text())) for v in ("lora", "qlora")}
+    assert ran == {
+        "lora": {"train", "evaluate", "evaluate_finetuned"},
+        "qlora": {"train", "evaluate_finetuned"},
+    }
     run_record = json.loads((results / "run.json").read_text())
     assert run_record["commit"] == run(["git", "rev-parse", "HEAD"], project, env).stdout.strip()
     assert [part["variant"] for part in run_record["parts"]] == ["lora", "qlora"]

@@ -7,8 +7,9 @@ and records it. Interrupted, it resumes when run again: finished stages are in d
 training continues from its last checkpoint, and a variant whose experiment exists is not run again; each
 part's wall time is kept in .dvc/tmp/studies/NAME.json. When every variant is done the workspace goes back
 to that commit, and reports/studies/NAME/ gets, per variant, the evaluate stages' metrics, the training
-summary, the params and each stage's time, then report.md (the model beside the constant and the classical
-baseline, paired, on all rows and on the leak-free ones) and, with two variants, `healthslm compare` of them.
+summary, the params and the time of each stage it ran, then report.md (the model beside the constant and the
+classical baseline, paired, on all rows and on the leak-free ones) and, with two variants, `healthslm compare`
+of them.
 """
 
 from __future__ import annotations
@@ -186,15 +187,33 @@ def _run_variant(study_name: str, variant: str, values: dict, progress: dict, ec
     return sha
 
 
-def _collect(sha: str, dest: Path) -> None:
+def _time_files(rev: str) -> dict[str, str]:
+    """reports/stages/ in `rev`: file name -> blob id."""
+    try:
+        listing = _git("ls-tree", f"{rev}:{STAGE_TIMES_DIR.as_posix()}")  # "<mode> blob <id>\t<name>" lines
+    except HealthSLMError:  # no stage has run at that commit
+        return {}
+    return {line.split("\t")[1]: line.split()[2] for line in listing.splitlines()}
+
+
+def stage_times(sha: str, before_sha: str) -> dict[str, dict]:
+    """The time of each stage the experiment ran. `before_sha`: what its workspace held when it started (the
+    study's commit, or the previous variant's experiment, whose results `dvc exp run` leaves applied); a time
+    file unchanged from there is that run's, the stage was skipped."""
+    before = _time_files(before_sha)
+    return {
+        Path(name).stem: json.loads(_git("show", blob))
+        for name, blob in sorted(_time_files(sha).items())
+        if before.get(name) != blob
+    }
+
+
+def _collect(sha: str, before_sha: str, dest: Path) -> None:
     for source, name in COLLECTED.items():
         shown = subprocess.run(["git", "show", f"{sha}:{source}"], capture_output=True, text=True)
         if shown.returncode == 0:
             write_text(dest / name, shown.stdout)
-    times = {}
-    for path in _git("ls-tree", "--name-only", f"{sha}:{STAGE_TIMES_DIR.as_posix()}").split():
-        times[Path(path).stem] = json.loads(_git("show", f"{sha}:{STAGE_TIMES_DIR.as_posix()}/{path}"))
-    write_json(dest / "stages.json", times)
+    write_json(dest / "stages.json", stage_times(sha, before_sha))
 
 
 def _up_to_date(name: str, study: Study) -> str | None:
@@ -228,8 +247,8 @@ def run_study(name: str, echo=print) -> Path:
     _dvc("checkout", "--quiet", "--force")
     out = RESULTS_DIR / name
     with atomic_dir(out) as tmp:
-        for variant, sha in shas.items():
-            _collect(sha, tmp / variant)
+        for before, (variant, sha) in zip([progress["commit"], *shas.values()], shas.items(), strict=False):
+            _collect(sha, before, tmp / variant)
         write_json(tmp / "run.json", progress | {"experiments": shas, "overrides": {
             v: overrides(study, v) for v in study.variants}})  # fmt: skip
         if len(shas) == 2:  # named as the study names them: NAME-VARIANT
