@@ -221,3 +221,31 @@ def test_a_study_whose_results_hold_is_up_to_date_and_not_replayed(tmp_path, mon
     assert _up_to_date("s", study) is None  # a tracked change, committed or not, means run again
     git("commit", "-qam", "seed")
     assert _up_to_date("s", study) is None
+
+
+def test_study_list_shows_measured_time_where_a_study_has_run(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from healthslm.cli import cli
+    from tests.conftest import ROOT
+
+    monkeypatch.chdir(ROOT)
+    listed = CliRunner().invoke(cli, ["study", "list"])
+    assert listed.exit_code == 0, listed.output
+    lines = {line.split()[0]: line for line in listed.output.splitlines() if not line.startswith(" ")}
+    run = json.loads((ROOT / "reports" / "studies" / "pmdata-full" / "run.json").read_text())
+    hours = sum(part["seconds"] for part in run["parts"]) / 3600
+    assert (
+        f"pmdata-full        {hours:.1f} h of wall time in {len(run['parts'])} part(s) on AMD EPYC"
+        in (lines["pmdata-full"])
+    )
+    assert "(estimated 2.2 h on 2 CPU cores), ~0.2 h on one GPU (estimated)" in lines["pmdata-full"]
+    # A study not run yet says so, with its estimate.
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "new.yaml").write_text((ROOT / "studies" / "pmdata-full.yaml").read_text())
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    listed = CliRunner().invoke(cli, ["study", "list"])
+    assert listed.output.startswith("new                not run; estimated 2.2 h on 2 CPU cores, ~0.2 h"), (
+        listed.output
+    )

@@ -226,17 +226,21 @@ def study() -> None:
 
 @study.command("list")
 def study_list() -> None:
-    """The studies, what each asks, how long it takes and whether its results are committed."""
-    from healthslm.study import RESULTS_DIR, STUDIES_DIR, load_study
+    """The studies, what each asks, how long it takes (measured where it ran) and where its results are."""
+    from healthslm.study import RESULTS_DIR, STUDIES_DIR, load_study, measured
 
     for path in sorted(STUDIES_DIR.glob("*.yaml")):
         found = load_study(path.stem)
-        done = (
-            "results in " + str(RESULTS_DIR / path.stem) if (RESULTS_DIR / path.stem).exists() else "not run"
+        estimate = found.estimate
+        run = RESULTS_DIR / path.stem / "run.json"
+        took = (
+            f"{measured(json.loads(run.read_text()))} (estimated {estimate.cpu_2_cores_h} h on 2 CPU cores)"
+            if run.exists()
+            else f"not run; estimated {estimate.cpu_2_cores_h} h on 2 CPU cores"
         )
+        where = f"; results in {run.parent}" if run.exists() else ""
         click.echo(
-            f"{path.stem:18} {found.estimate.cpu_2_cores_h} h on 2 CPU cores, "
-            f"~{found.estimate.one_gpu_h} h on one GPU; {done}\n    {found.title}"
+            f"{path.stem:18} {took}, ~{estimate.one_gpu_h} h on one GPU (estimated){where}\n    {found.title}"
         )
 
 

@@ -268,17 +268,23 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _timing_line(name: str, study: Study, run: dict) -> str:
+def measured(run: dict, each_part: bool = False) -> str:
+    """A study's measured time from its run.json: the parts' wall times summed, and the machines."""
     seconds = sum(part["seconds"] or 0 for part in run["parts"])
     parts = ", ".join(
         f"{p['variant']} {_hours(p['seconds']) if p['seconds'] is not None else 'killed, time unknown'}"
         for p in run["parts"]
     )
     machines = ", ".join(sorted({f"{p['cpu']} ({p['cores']} cores)" for p in run["parts"]}))
+    listed = f" ({parts})" if each_part else ""
+    return f"{_hours(seconds)} of wall time in {len(run['parts'])} part(s){listed} on {machines}"
+
+
+def _timing_line(name: str, study: Study, run: dict) -> str:
     return (
         f"Run by `healthslm study run {name}` on commit `{run['commit'][:10]}` (studies/{name}.yaml as "
-        f"committed there): {_hours(seconds)} of wall time in {len(run['parts'])} part(s) ({parts}) on "
-        f"{machines}. On one GPU: about {study.estimate.one_gpu_h} h, estimated ({study.estimate.basis})."
+        f"committed there): {measured(run, each_part=True)}. On one GPU: about {study.estimate.one_gpu_h} h, "
+        f"estimated ({study.estimate.basis})."
     )
 
 
