@@ -3,6 +3,7 @@ rows across tasks, the seed's own few-shot pools, comparisons that lead with wha
 that are exactly what the committed reports say."""
 
 import json
+import subprocess
 from collections import Counter
 
 import numpy as np
@@ -11,6 +12,7 @@ import yaml
 
 from healthslm.compare import Rev, changes_table
 from healthslm.data.registry import all_tasks
+from healthslm.errors import HealthSLMError
 from healthslm.leakage import copies_across_tasks, leaked_ids, overlap_groups
 from healthslm.metrics import mean_ci, paired, score_answers, worst_answers
 from healthslm.models.registry import resolve_model
@@ -210,3 +212,43 @@ def test_the_readme_check_catches_a_changed_figure():
     number = next(token for token in summary.split() if token[:1].isdigit() and "." in token)
     edited = readme.replace(number, "9" + number, 1)
     assert readme_block(edited) != summary
+
+
+def test_an_experiment_name_resolves_to_the_one_made_on_head_or_asks(tmp_path, monkeypatch):
+    """`healthslm compare NAME`: a name DVC reused on another baseline must not pick that one silently."""
+    from healthslm.compare import resolve
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    commits = []
+    for number in range(3):
+        git(
+            "-c",
+            "user.email=t@example.org",
+            "-c",
+            "user.name=t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            f"-m{number}",
+        )
+        commits.append(git("rev-parse", "HEAD").strip())
+    first, second, third = commits
+
+    def experiment(name: str, baseline: str, sha: str) -> None:
+        git("update-ref", f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}", sha)
+
+    experiment("only", first, third)
+    experiment("twice", first, first)
+    experiment("twice", second, second)
+    monkeypatch.chdir(tmp_path)
+    git("checkout", "-q", second)
+    assert resolve("only").sha == third
+    assert resolve("twice").sha == second  # the one made on HEAD
+    git("checkout", "-q", third)
+    with pytest.raises(HealthSLMError, match=f"'twice' names 2 experiments, made on .*{first[:7]}"):
+        resolve("twice")
+    with pytest.raises(HealthSLMError, match="neither a git revision nor an experiment"):
+        resolve("never")

@@ -56,12 +56,32 @@ def resolve(rev: str | None) -> Rev:
     found = subprocess.run(["git", "rev-parse", "--verify", "-q", f"{rev}^{{commit}}"], capture_output=True)
     if found.returncode == 0:
         return Rev(rev, found.stdout.decode().strip())
-    refs = _run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"]).splitlines()
-    for line in refs:
-        sha, ref = line.split(" ", 1)
-        if ref.rsplit("/", 1)[-1] == rev:
-            return Rev(rev, sha)
+    named = [(sha, baseline) for sha, baseline, name in experiments() if name == rev]
+    if len(named) > 1:  # one name on several baselines: as DVC does, the one made on HEAD, else ask
+        head = subprocess.run(
+            ["git", "rev-parse", "-q", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        named = [candidate for candidate in named if candidate[1] == head] or named
+    if len(named) > 1:
+        made_on = ", ".join(baseline[:7] for _, baseline in named)
+        raise HealthSLMError(
+            f"{rev!r} names {len(named)} experiments, made on {made_on}: give the one you mean by its commit "
+            "(see `dvc exp show -A`)"
+        )
+    if named:
+        return Rev(rev, named[0][0])
     raise HealthSLMError(f"{rev!r} is neither a git revision nor an experiment (see `dvc exp show`)")
+
+
+def experiments() -> list[tuple[str, str, str]]:
+    """DVC's experiments here, (commit, baseline commit, name), from refs/exps/<base[:2]>/<rest>/<name>."""
+    found = []
+    for line in _run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"]).splitlines():
+        sha, ref = line.split(" ", 1)
+        parts = ref.split("/")
+        if len(parts) == 5:  # not refs/exps/exec/..., DVC's own bookkeeping while a run executes
+            found.append((sha, parts[2] + parts[3], parts[4]))
+    return found
 
 
 def _as_rev(rev: str | Rev | None) -> Rev:

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from healthslm.compare import Rev, compare
+from healthslm.compare import Rev, compare, experiments
 from healthslm.errors import HealthSLMError
 from healthslm.io import atomic_dir, write_json, write_text
 from healthslm.params import PARAMS_FILE, parse_params
@@ -130,12 +130,7 @@ def _dvc(*args: str) -> None:
 
 def experiment(name: str, baseline: str) -> str | None:
     """The commit of the experiment `name` made on `baseline`, if there is one."""
-    for line in _git("for-each-ref", "--format=%(objectname) %(refname)", "refs/exps").splitlines():
-        sha, ref = line.split(" ", 1)
-        parts = ref.split("/")  # refs/exps/<baseline[:2]>/<baseline[2:]>/<name>
-        if len(parts) == 5 and parts[2] + parts[3] == baseline and parts[4] == name:
-            return sha
-    return None
+    return next((sha for sha, made_on, found in experiments() if (made_on, found) == (baseline, name)), None)
 
 
 def _progress(name: str) -> Path:
