@@ -233,12 +233,10 @@ def study_list() -> None:
         found = load_study(path.stem)
         estimate = found.estimate
         run = RESULTS_DIR / path.stem / "run.json"
-        took = (
-            f"{measured(json.loads(run.read_text()))} (estimated {estimate.cpu_2_cores_h} h on 2 CPU cores)"
-            if run.exists()
-            else f"not run; estimated {estimate.cpu_2_cores_h} h on 2 CPU cores"
-        )
-        where = f"; results in {run.parent}" if run.exists() else ""
+        budget = f"estimated {estimate.cpu_2_cores_h} h on 2 CPU cores"
+        took, where = f"not run; {budget}", ""
+        if run.exists():
+            took, where = f"{measured(json.loads(run.read_text()))} ({budget})", f"; results in {run.parent}"
         click.echo(
             f"{path.stem:18} {took}, ~{estimate.one_gpu_h} h on one GPU (estimated){where}\n    {found.title}"
         )

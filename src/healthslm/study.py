@@ -242,8 +242,10 @@ def run_study(name: str, echo=print) -> Path:
     _dvc("checkout", "--quiet", "--force")
     out = RESULTS_DIR / name
     with atomic_dir(out) as tmp:
-        for before, (variant, sha) in zip([progress["commit"], *shas.values()], shas.items(), strict=False):
+        before = progress["commit"]  # each variant starts from the previous one's applied results
+        for variant, sha in shas.items():
             _collect(sha, before, tmp / variant)
+            before = sha
         write_json(tmp / "run.json", progress | {"experiments": shas, "overrides": {
             v: overrides(study, v) for v in study.variants}})  # fmt: skip
         if len(shas) == 2:  # named as the study names them: NAME-VARIANT
