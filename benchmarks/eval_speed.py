@@ -72,7 +72,9 @@ def text_generation(model, tokenizer, records_dir: Path, count: int) -> dict:
     start = time.perf_counter()
     singles = [generate(model, tokenizer, c, settings.text_max_new_tokens, False).text for c in contexts]
     single_rate = len(contexts) / (time.perf_counter() - start)
-    runner = Runner(params, model, tokenizer, True, "seed", scorer=None, numbers=None, dtype={})
+    runner = Runner(
+        params, model, tokenizer, True, "seed", scorer=None, numbers=None, dtype="float32", numerics={}
+    )
     start = time.perf_counter()
     rows, _ = explain(runner, spec, records)
     batch_rate = len(contexts) / (time.perf_counter() - start)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import healthslm  # noqa: F401  (first: it pins torch's CPU kernels before any test computes)
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 

@@ -2,6 +2,7 @@
 baselines and intervals, plots; the seed's generate strategy and number decoding with the embedded model."""
 
 import json
+import platform
 from collections import Counter
 
 import numpy as np
@@ -248,3 +249,41 @@ def test_batched_generation_equals_batch_one(embedded, all_records):
     assert len({len(tokenizer(c).input_ids) for c in contexts}) == 4  # the batch really was padded
     assert min(s.new_tokens for s in singles) < 24 == max(s.new_tokens for s in singles)  # one stopped early
     assert length_buckets([5, 1, 4, 2, 3], 2) == [[1, 3], [4, 2], [0]]
+
+
+def test_numerics_are_recorded_and_float32_needs_no_agreement_check(evaluated):
+    _, results, _ = evaluated
+    used = results["efficiency"]["zs"]["numerics"]
+    assert used["dtype"] == "float32" and used["torch"] and used["threads"] >= 1
+    assert len(used["weights_sha256"]) == 64
+    if platform.machine() == "x86_64":  # pinned by healthslm/__init__.py, whatever this CPU offers
+        assert used["cpu_kernels"].startswith("ATen AVX2, MKL AVX2,STRICT")
+    assert all("fp32_agreement" not in row for row in results["zs"].values())
+
+
+def test_bf16_scoring_reports_how_often_it_agrees_with_fp32(tmp_path, pmdata_records, embedded):
+    from healthslm.evaluate import evaluate
+    from healthslm.report import numerics_section
+
+    def run(dtype: str, limit: int) -> dict:
+        eval_ = {"mode": "zs", "limit": limit, "dtype": dtype, "fp32_check_rows": 2}
+        params = Params.model_validate({"data": {"datasets": ["pmdata"]}, "eval": eval_})
+        out = tmp_path / dtype
+        return evaluate(params, False, pmdata_records, out / "p", out / "m.json", out / "plots", echo=print)
+
+    bf16, fp32 = run("bfloat16", 3), run("float32", 3)  # the same rows; the check re-scores the first 2
+    answers = {
+        dtype: [
+            row["answer"]
+            for row in read_jsonl(tmp_path / dtype / "p" / "base" / "zs" / "pmdata_fatigue.jsonl")
+        ]
+        for dtype in ("bfloat16", "float32")
+    }
+    same = sum(a == b for a, b in zip(answers["bfloat16"][:2], answers["float32"][:2], strict=True))
+    assert bf16["zs"]["pmdata_fatigue"]["fp32_agreement"] == {"rows": 2, "agree": same, "rate": same / 2}
+    assert bf16["efficiency"]["zs"]["numerics"]["dtype"] == "bfloat16"
+    assert (
+        bf16["efficiency"]["zs"]["examples"] == fp32["efficiency"]["zs"]["examples"]
+    )  # the check is not timed
+    lines = numerics_section(bf16, None)
+    assert any(line.startswith("zs: bfloat16 answers agree with float32 on") for line in lines)

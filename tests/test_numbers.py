@@ -5,6 +5,7 @@ that are exactly what the committed reports say."""
 import json
 import subprocess
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,17 +178,33 @@ def test_a_comparison_pairs_the_change_where_both_predictions_exist(tmp_path, mo
     assert predictions_dir("zs").as_posix() == "artifacts/predictions/base/zs"
 
 
-def test_readme_results_are_the_committed_reports():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    summary = (ROOT / SUMMARY_FILE).read_text(encoding="utf-8")
+@pytest.fixture
+def committed(tmp_path) -> Path:
+    """README, params and reports as the checked-out commit has them: a user's own `dvc repro` rewrites the
+    working tree's reports (other numbers on another machine, this commit's id), which must not turn this
+    red. Outside a git checkout, the working tree."""
+    if not (ROOT / ".git").exists():
+        return ROOT
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "HEAD", "README.md", "params.yaml", "reports"],
+        capture_output=True,
+        check=True,
+    )
+    subprocess.run(["tar", "-x", "-C", str(tmp_path)], input=archive.stdout, check=True)
+    return tmp_path
+
+
+def test_readme_results_are_the_committed_reports(committed):
+    readme = (committed / "README.md").read_text(encoding="utf-8")
+    summary = (committed / SUMMARY_FILE).read_text(encoding="utf-8")
     assert readme_block(readme) == summary, (
         "README's results differ from reports/summary.md: `healthslm readme`"
     )
-    params = parse_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
-    metrics = merged_metrics((ROOT / METRICS_FILE, ROOT / FT_METRICS_FILE))
+    params = parse_params(yaml.safe_load((committed / "params.yaml").read_text()))
+    metrics = merged_metrics((committed / METRICS_FILE, committed / FT_METRICS_FILE))
 
     def read(path):
-        return json.loads((ROOT / path).read_text()) if (ROOT / path).exists() else None
+        return json.loads((committed / path).read_text()) if (committed / path).exists() else None
 
     training = read(TRAINING_SUMMARY)
     regenerated = readme_summary(
@@ -201,7 +218,7 @@ def test_readme_results_are_the_committed_reports():
         read(AUGMENT_SUMMARY),
         read(JUDGE_SUMMARY),
         read(CAPACITY_BENCHMARK),
-        read_stage_times(ROOT / STAGE_TIMES_DIR),
+        read_stage_times(committed / STAGE_TIMES_DIR),
     )
     assert regenerated == summary, "reports/summary.md does not follow from the committed reports"
 
@@ -252,3 +269,47 @@ def test_an_experiment_name_resolves_to_the_one_made_on_head_or_asks(tmp_path, m
         resolve("twice")
     with pytest.raises(HealthSLMError, match="neither a git revision nor an experiment"):
         resolve("never")
+
+
+def test_a_comparison_says_first_when_the_numerics_differ_and_marks_those_rows(tmp_path, monkeypatch):
+    """A head scored in bf16 (or on another torch or model file) against a base in fp32: the page says so
+    before any change, and a verdict change in that mode is marked, not presented as the change's effect."""
+    from healthslm.compare import numerics_changes, numerics_lines
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+
+    def write(zs_dtype: str, train_torch: str) -> None:
+        used = {
+            "dtype": zs_dtype,
+            "torch": "2.13.0+cpu",
+            "device": "cpu",
+            "cpu_kernels": "ATen AVX2",
+            "threads": 2,
+            "weights_sha256": "a" * 64,
+        }
+        (tmp_path / "reports" / "train").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "reports" / "metrics.json").write_text(
+            json.dumps({"efficiency": {"zs": {"numerics": used}}})
+        )
+        (tmp_path / "reports" / "train" / "training.json").write_text(
+            json.dumps({"numerics": {**used, "dtype": "float32", "torch": train_torch}})
+        )
+
+    monkeypatch.chdir(tmp_path)
+    git("init", "-q")
+    write("float32", "2.13.0+cpu")
+    git("add", "-A")
+    git("-c", "user.email=t@example.org", "-c", "user.name=t", "commit", "-qm", "base")
+    base, target = Rev("main", git("rev-parse", "HEAD").strip()), Rev("workspace", None)
+    assert numerics_changes(base, target) == {}
+    assert numerics_lines({})[0].startswith("Same numerics on both sides")
+
+    write("bfloat16", "2.14.1+cpu")
+    changes = numerics_changes(base, target)
+    assert changes == {"zs": ["dtype: float32 → bfloat16"], "train": ["torch: 2.13.0+cpu → 2.14.1+cpu"]}
+    assert "different numerics" in numerics_lines(changes)[0]
+    flipped = changes_table(
+        _diff(0.4, 0.5, 0.2, 0.6, ("no difference", "worse")), base, target, frozenset({"zs"})
+    )
+    assert flipped[2].startswith("| ⚠ zs | pmdata_stress |")

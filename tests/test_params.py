@@ -37,6 +37,9 @@ def test_project_params_file_is_valid():
         ({"export": {"quantizations": ["q3_x"]}}, "export.quantizations.0: Input should be 'q8_0'"),
         ({"eval": {"prompt_format": "tiny"}}, "eval.prompt_format: Input should be 'seed' or 'compact'"),
         ({"eval": {"limit": 0}}, "eval.limit: Input should be greater than 0"),
+        # numerics come from params: the old machine-probed `auto` is refused, saying what to use instead
+        ({"train": {"dtype": "auto"}}, "train.dtype: 'auto' (a speed probe on this machine) is gone"),
+        ({"eval": {"dtype": "float16"}}, "eval.dtype: Input should be 'float32' or 'bfloat16'"),
         # combinations that cannot run
         (
             {"eval": {"mode": ["zs", "fs-5"]}, "prepare": {"few_shot_k": [1, 3]}},

@@ -272,6 +272,7 @@ def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_di
     run(["healthslm", "compare", "HEAD~1", "HEAD"], project, env)
     comparison = (project / "reports" / "compare" / "comparison.md").read_text()
     assert '| params.yaml | eval.strategy | `"score"` | `"generate"` |' in comparison
+    assert "Same numerics on both sides" in comparison  # the change is the strategy's, not the numerics'
     # score always answers (invalid 0); a random tiny model's free generation rarely parses: worse, and the
     # page leads with it (what moved beyond noise), before the folded table of every row.
     changed, everything = comparison.split("### What changed beyond noise", 1)[1].split("<details>", 1)

@@ -132,3 +132,23 @@ def test_shared_prefix_cache_gives_the_same_scores(embedded, pmdata_records):
     assert scorer.score(context, continuations, special_tokens=False) == pytest.approx(plain, abs=2e-3)
     prefix_ids, cache = scorer._prefix
     assert all(layer.get_seq_length() == len(prefix_ids) for layer in cache.layers)
+
+
+def test_bf16_scoring_takes_the_logits_in_fp32(embedded):
+    """Under bf16 autocast the output projection is recomputed in fp32: logits rounded to bf16 (steps of
+    0.125 near 20) would tie or swap close answers."""
+    from healthslm.models.dtype import autocast, fp32_head
+
+    model, tokenizer = embedded
+    ids = torch.tensor([tokenizer("Is a resting heart rate of 58 bpm normal? Answer:").input_ids])
+    with torch.inference_mode():
+        exact = model(ids).logits
+        with autocast("bfloat16"):
+            rounded = model(ids).logits
+            with fp32_head(model, "bfloat16"):
+                kept = model(ids).logits
+        again = model(ids).logits  # the hook is gone afterwards
+    assert rounded.dtype == torch.bfloat16 and kept.dtype == torch.float32
+    assert (kept != kept.bfloat16().float()).float().mean() > 0.9  # not bf16 values in fp32 clothing
+    assert (kept - exact).abs().max() < (rounded.float() - exact).abs().max()
+    assert torch.equal(again, exact)

@@ -449,23 +449,3 @@ def test_training_runs_unchanged_under_accelerate_launch(tmp_path, pmdata_record
     metrics = json.loads((work / "reports" / "train" / "metrics.json").read_text())
     assert metrics["epoch"] == 1.0  # 8 examples = 2 steps x batch 2 x 2 processes
     assert (work / "artifacts" / "model" / "merged" / "config.json").exists()
-
-
-def test_dtype_auto_is_decided_by_a_probe_cached_per_model_and_cpu(tmp_path, monkeypatch, tiny_model_dir):
-    from transformers import AutoModelForCausalLM
-
-    from healthslm.models.dtype import BF16_MARGIN, cache_file, resolve_dtype
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
-    assert resolve_dtype(model, "float32") == {"dtype": "float32", "decided_by": "params"}
-    said = []
-    first = resolve_dtype(model, "auto", said.append)
-    speeds = first["probe_tokens_per_s"]
-    expected = "bfloat16" if speeds["bfloat16"] >= BF16_MARGIN * speeds["float32"] else "float32"
-    assert first["decided_by"] == "probe" and first["dtype"] == expected
-    assert said and said[0].startswith(f"dtype auto: {expected} (prefill of")
-    cached = json.loads(cache_file().read_text())
-    assert cache_file().parent == tmp_path / "healthslm" and len(cached) == 1
-    again = resolve_dtype(model, "auto", said.append)
-    assert again == {**first, "decided_by": "cache"} and len(said) == 1  # no second probe

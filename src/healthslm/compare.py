@@ -239,8 +239,11 @@ def _change_row(mode: str, task: str, name: str, diff: dict[str, dict], change: 
     )
 
 
-def changes_table(diff: dict[str, dict], base: Rev, target: Rev) -> list[str]:
-    """The task rows whose headline metric, invalid rate or verdict moved beyond noise."""
+def changes_table(
+    diff: dict[str, dict], base: Rev, target: Rev, numerics_changed: frozenset[str] = frozenset()
+) -> list[str]:
+    """The task rows whose headline metric, invalid rate or verdict moved beyond noise; a row of a mode whose
+    numerics changed is marked ⚠ (that change may be the numerics', not the revision's)."""
     lines = [
         "| mode | task | metric | base | target | Δ | change, paired 95% CI (rows) "
         "| verdict vs baselines, base → target |",
@@ -254,7 +257,8 @@ def changes_table(diff: dict[str, dict], base: Rev, target: Rev) -> list[str]:
         change = paired_change(base, target, mode, task) if tasks[task].label_kind != "text" else None
         for name, paired in ((headline, change), ("invalid_rate", None)):
             if _key(mode, task, name) in diff and moved(mode, task, name, diff, paired):
-                lines.append(_change_row(mode, task, name, diff, paired))
+                row = _change_row(mode, task, name, diff, paired)
+                lines.append(row.replace("| ", "| ⚠ ", 1) if mode in numerics_changed else row)
     return lines if len(lines) > 2 else []
 
 
@@ -284,12 +288,69 @@ def params_table(diff: dict[str, dict]) -> list[str]:
     return lines if len(lines) > 2 else ["No parameter changed."]
 
 
-def _training_summary(rev: Rev) -> dict | None:
+def _json_at(rev: Rev, path: Path) -> dict | None:
+    """A git-tracked JSON report as the revision has it (the workspace's file for no revision)."""
     if rev.sha is None:
-        return json.loads(TRAINING_SUMMARY.read_text()) if TRAINING_SUMMARY.exists() else None
-    blob = f"{rev.sha}:{TRAINING_SUMMARY.as_posix()}"
-    shown = subprocess.run(["git", "show", blob], capture_output=True, text=True)
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    shown = subprocess.run(["git", "show", f"{rev.sha}:{path.as_posix()}"], capture_output=True, text=True)
     return json.loads(shown.stdout) if shown.returncode == 0 else None
+
+
+def _training_summary(rev: Rev) -> dict | None:
+    return _json_at(rev, TRAINING_SUMMARY)
+
+
+# What decides the numbers (models/dtype.py). The weights count for the pretrained model's modes and for
+# training (the base they start from); the ft mode's weights are the training's result, which a change may
+# legitimately move. Thread counts are left out: the pinned float32 kernels give the same bits for any.
+NUMERICS_FIELDS = ("dtype", "torch", "device", "cpu_kernels")
+
+
+def recorded_numerics(rev: Rev) -> dict[str, dict]:
+    """Per mode (and `train`) the numerics a revision's run recorded; a run made before they were recorded
+    shows only its scoring dtype, or nothing."""
+    runs = {}
+    for path in (METRICS_FILE, FT_METRICS_FILE):
+        for mode, row in ((_json_at(rev, path) or {}).get("efficiency") or {}).items():
+            runs[mode] = row.get("numerics") or {"dtype": row.get("scoring_dtype", "not recorded")}
+    if numerics := (_training_summary(rev) or {}).get("numerics"):
+        runs["train"] = numerics
+    return runs
+
+
+def numerics_changes(base: Rev, target: Rev) -> dict[str, list[str]]:
+    """Per run whose numerics differ between the sides: 'field: old → new' for each differing field."""
+    old, new = recorded_numerics(base), recorded_numerics(target)
+    changes = {}
+    for run in sorted(old.keys() & new.keys()):
+        fields = NUMERICS_FIELDS + (("weights_sha256",) if run != "ft" else ())
+        differ = [
+            f"{field}: {_short(old[run].get(field))} → {_short(new[run].get(field))}"
+            for field in fields
+            if old[run].get(field) != new[run].get(field)
+        ]
+        if differ:
+            changes[run] = differ
+    return changes
+
+
+def _short(value) -> str:
+    text = "not recorded" if value is None else str(value)
+    return text[:12] if len(text) == 64 else text  # a sha256
+
+
+def numerics_lines(changes: dict[str, list[str]]) -> list[str]:
+    if not changes:
+        return [
+            "Same numerics on both sides (dtype, torch, CPU kernels, model weights): a change below is the "
+            "change's own."
+        ]
+    return [
+        "**The two sides were computed with different numerics**, so their differences are not the change's "
+        "alone; task rows of these modes are marked ⚠:",
+        "",
+        *(f"- {run}: " + "; ".join(differ) for run, differ in changes.items()),
+    ]
 
 
 def wandb_lines(base: Rev, target: Rev) -> list[str]:
@@ -385,6 +446,8 @@ def compare(
     metrics = json.loads(_run(["dvc", "metrics", "diff", *revs, "--all", "--json"]) or "{}")
     params = json.loads(_run(["dvc", "params", "diff", *revs, "--json"]) or "{}")
     eval_diff = {k: v for path in EVAL_METRICS for k, v in metrics.get(path, {}).items()}
+    numerics = numerics_changes(base, target)
+    marked = frozenset(numerics) | ({"ft"} if "train" in numerics else set())  # ft runs what train made
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
         plots = plot_images(base, target, tmp / "images")
@@ -395,10 +458,14 @@ def compare(
             f"({(target.sha or 'workspace')[:10]}). ▲/▼: better/worse for that metric (↑ higher is better, "
             "↓ lower is better); baselines are the target's, on the same examples.",
             "",
+            "### Numerics",
+            "",
+            *numerics_lines(numerics),
+            "",
             "### What changed beyond noise",
             "",
             *(
-                changes_table(eval_diff, base, target)
+                changes_table(eval_diff, base, target, marked)
                 or ["Nothing: no headline metric, invalid rate or verdict moved beyond its 95 % interval."]
             ),
             "",

@@ -38,7 +38,7 @@ from healthslm.generation import (
 from healthslm.io import atomic_dir, write_json, write_jsonl
 from healthslm.leakage import leaked_ids, overlap_groups
 from healthslm.models import finetuned as models
-from healthslm.models.dtype import resolve_dtype
+from healthslm.models.dtype import numerics
 from healthslm.params import Params
 from healthslm.paths import PLOTS_DIR, PREDICTIONS_DIR, RECORDS_DIR, metrics_file, model_group
 from healthslm.plots import write_plots
@@ -90,7 +90,8 @@ class Runner:
     prompt_format: str
     scorer: LabelScorer
     numbers: NumberDecoder
-    dtype: dict  # models.dtype.resolve_dtype's decision, reported in the efficiency section
+    dtype: str  # eval.dtype: the label scorer's (continuous and open-ended answers decode in fp32)
+    numerics: dict  # models.dtype.numerics: what decides the numbers, recorded with each mode
     sets: dict[str, EvalSet] = field(default_factory=dict)  # per task, shared by the modes
     latencies: list[float] = field(default_factory=list)
     ttfts: list[float] = field(default_factory=list)
@@ -160,6 +161,21 @@ def predict(runner: Runner, spec: TaskSpec, test: list[dict], examples: list[dic
         rows.append(row)
     runner.scorer.set_shared_prefix(None)
     return rows
+
+
+def fp32_agreement(runner: Runner, spec: TaskSpec, test: list[dict], examples: list[dict], rows: list[dict]):
+    """What bf16 costs: its answers beside fp32's on the first eval.fp32_check_rows rows of the task."""
+    checked = test[: runner.params.eval.fp32_check_rows]
+    if not checked:
+        return {"rows": 0}
+    scorer, latencies = runner.scorer, runner.latencies
+    runner.scorer, runner.latencies = LabelScorer(runner.model, runner.tokenizer, "float32"), []
+    try:  # the check's time is not the mode's latency
+        exact = predict(runner, spec, checked, examples, f"fp32 check {spec.key}")
+    finally:
+        runner.scorer, runner.latencies = scorer, latencies
+    agree = sum(a["answer"] == b["answer"] for a, b in zip(exact, rows, strict=False))
+    return {"rows": len(checked), "agree": agree, "rate": round(agree / len(checked), 4)}
 
 
 def explain(runner: Runner, spec: TaskSpec, test: list[dict]) -> tuple[list[dict], list[str]]:
@@ -264,9 +280,7 @@ def efficiency(runner: Runner, wall: float, choice: models.ModelChoice, peak: Pe
         "decode_tokens_per_s": round(float(np.mean(runner.decode_rates)), 2) if runner.decode_rates else None,
         "peak_rss_mb": peak.mb,
         "cpu": cpu_name(),
-        "scoring_dtype": runner.dtype["dtype"],
-        "dtype_decided_by": runner.dtype["decided_by"],
-        "dtype_probe_tokens_per_s": runner.dtype.get("probe_tokens_per_s"),
+        "numerics": runner.numerics,
         "peak_rss_scope": peak.scope,  # work: this mode's own peak (Linux); process: the process's
         "params_m": round(sum(p.numel() for p in runner.model.parameters()) / 1e6, 2),
         "disk_mb": _disk_mb(choice.location),
@@ -283,10 +297,12 @@ def _make_runner(params: Params, choice: models.ModelChoice, echo) -> Runner:
         model = model.to("cuda")
     use_chat = models.use_chat_template(choice, tokenizer, params.eval.chat_template)
     prompt_format = choice.prompt_format or params.eval.prompt_format
-    dtype = resolve_dtype(model, params.eval.dtype, echo)  # auto: the faster here, by a short probe
-    scorer = LabelScorer(model, tokenizer, dtype["dtype"])
+    dtype = params.eval.dtype
+    scorer = LabelScorer(model, tokenizer, dtype)
     numbers = NumberDecoder(model, tokenizer)
-    return Runner(params, model, tokenizer, use_chat, prompt_format, scorer, numbers, dtype)
+    used = numerics(dtype, models.weight_files(choice))
+    echo(f"numerics: {dtype}, torch {used['torch']}, {used['cpu_kernels']}, {used['threads']} threads")
+    return Runner(params, model, tokenizer, use_chat, prompt_format, scorer, numbers, dtype, used)
 
 
 def _run_mode(runner: Runner, mode: str, records_dir: Path, out: Path, plots_dir: Path, echo) -> dict:
@@ -306,6 +322,8 @@ def _run_mode(runner: Runner, mode: str, records_dir: Path, out: Path, plots_dir
             examples, source = _fewshot_examples(spec, shots, records_dir, data.train)
             rows = predict(runner, spec, data.test, examples, f"{mode} {spec.key}")
             results[spec.key] = label_metrics(spec, rows, data, params) | source
+            if runner.dtype == "bfloat16" and spec.closed and params.eval.strategy == "score":
+                results[spec.key]["fp32_agreement"] = fp32_agreement(runner, spec, data.test, examples, rows)
             if spec.explained and not shots:  # IMHI: also the explanation, against gpt-3.5's
                 text_rows, references = explain(runner, spec, text_sample)
                 write_jsonl(out / f"{spec.key}_explanation.jsonl", text_rows)

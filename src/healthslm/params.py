@@ -8,16 +8,36 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlparse, urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from healthslm.errors import HealthSLMError
 
 PARAMS_FILE = Path("params.yaml")
 
+
+def _no_auto(value: object) -> object:
+    if value == "auto":
+        raise ValueError(
+            "'auto' (a speed probe on this machine) is gone: numerics come from params, so use float32 "
+            "(the same numbers on any CPU) or bfloat16 (faster where supported, machine-dependent)"
+        )
+    return value
+
+
+# float32: the same numbers on every x86-64 CPU (models/dtype.py); bfloat16: autocast, the faster choice.
+Dtype = Annotated[Literal["float32", "bfloat16"], BeforeValidator(_no_auto)]
 
 _CREDENTIAL_QUERY = re.compile(r"(key|token|secret|sig|password|auth)", re.I)
 
@@ -137,7 +157,7 @@ class TrainParams(Block):
     max_length: int | None = None
     batch_size: int | None = None
     grad_accum: int | None = None
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto = the faster here (models/dtype.py probe)
+    dtype: Dtype = "float32"
     # Activation memory of the largest batch (every example at max_length), estimated before training; null =
     # 10 % of this machine's RAM. Gradient checkpointing (null = only if needed) and smaller batches with more
     # accumulation keep it within.
@@ -170,7 +190,8 @@ class EvalParams(Block):
     text_batch_size: int = Field(default=8, gt=0)  # open-ended prompts generated together, bucketed by length
     max_resamples: int = Field(default=0, ge=0)  # `generate`: resample an invalid answer (the seed's option)
     chat_template: bool = True
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    dtype: Dtype = "float32"
+    fp32_check_rows: int = Field(default=5, ge=0)  # bfloat16: rows per task also scored in fp32 (agreement)
     bootstrap_samples: int = Field(default=1000, ge=100)
 
     @field_validator("mode", mode="before")

@@ -344,9 +344,8 @@ EFFICIENCY_COLUMNS = (
     "peak_rss_mb",
     "params_m",
     "disk_mb",
-    "scoring_dtype",
-    "dtype_decided_by",
 )
+NUMERICS_COLUMNS = ("dtype", "torch", "device", "cpu_kernels", "threads", "weights_sha256")
 
 
 def efficiency_table(efficiency: dict) -> list[str]:
@@ -386,18 +385,37 @@ def stage_time_section(rows: list[dict]) -> list[str]:
     return lines
 
 
-def _probe_line(efficiency: dict) -> str:
-    probes = {
-        mode: row["dtype_probe_tokens_per_s"]
-        for mode, row in efficiency.items()
-        if row.get("dtype_probe_tokens_per_s")
-    }
-    if not probes:
-        return "no probe in this run: dtype set in params, or on GPU"
-    return "; ".join(
-        f"{mode}: float32 {speeds['float32']} vs bfloat16 {speeds['bfloat16']} tok/s"
-        for mode, speeds in probes.items()
-    )
+def numerics_section(metrics: dict, training: dict | None) -> list[str]:
+    """What decided the numbers, per mode and for training: the same on any machine at float32."""
+    runs = {mode: row["numerics"] for mode, row in metrics["efficiency"].items() if row.get("numerics")}
+    if training and training.get("numerics"):
+        runs["train"] = training["numerics"]
+    if not runs:
+        return ["No numerics recorded (a run made before they were)."]
+    lines = ["| run | " + " | ".join(NUMERICS_COLUMNS) + " |", "|---|" + "---|" * len(NUMERICS_COLUMNS)]
+    for run, used in runs.items():
+        cells = [str(used.get(c, "—")) for c in NUMERICS_COLUMNS]
+        cells[-1] = cells[-1][:12]
+        lines.append(f"| {run} | " + " | ".join(cells) + " |")
+    lines += ["", *_fp32_agreement_lines(metrics)]
+    return lines
+
+
+def _fp32_agreement_lines(metrics: dict) -> list[str]:
+    """bf16 scoring's answers beside fp32's on the checked rows, per mode (nothing at float32)."""
+    lines = []
+    for mode in metrics["efficiency"]:
+        checks = [r["fp32_agreement"] for r in metrics.get(mode, {}).values() if r.get("fp32_agreement")]
+        if rows := sum(c["rows"] for c in checks):
+            agree = sum(c.get("agree", 0) for c in checks)
+            lines.append(
+                f"{mode}: bfloat16 answers agree with float32 on {agree} of {rows} rows "
+                f"({agree / rows:.0%}; `eval.fp32_check_rows` per task)."
+            )
+    return lines or [
+        "float32 throughout: the same numbers on any x86-64 CPU (kernels pinned to one code path, any "
+        "thread count). `-S eval.dtype=bfloat16` is faster where supported and reports its agreement here."
+    ]
 
 
 def plot_gallery(plots_dir: Path) -> list[str]:
@@ -620,12 +638,13 @@ def render(
         "",
         *efficiency_table(metrics["efficiency"]),
         "",
-        "`eval.dtype: auto` takes the faster of float32 and bfloat16 autocast for this model on this CPU, "
-        "measured by a short prefill probe and cached per model shape and CPU "
-        f"({_probe_line(metrics['efficiency'])}). "
         "Latency is per example (a text batch's time is shared by its prompts). Time to first token and "
         "decode tokens/s are the open-ended generation's, per batch of up to "
         f"{params.eval.text_batch_size} prompts (decode counts the tokens of every sequence).",
+        "",
+        "### Numerics",
+        "",
+        *numerics_section(metrics, training),
         "",
         "### Where the time goes",
         "",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from healthslm.models.dtype import autocast
+from healthslm.models.dtype import autocast, fp32_head
 
 
 def _common_prefix(sequences: list[list[int]]) -> list[int]:
@@ -45,7 +45,7 @@ class LabelScorer:
     def __init__(self, model, tokenizer, dtype: str = "float32"):
         self.model = model
         self.tokenizer = tokenizer
-        self.dtype = dtype  # float32, or bfloat16 autocast (models.dtype)
+        self.dtype = dtype  # float32, or bfloat16 autocast with fp32 logits (models.dtype)
         self._prefix: tuple[list[int], object] | None = None  # (token ids, KV cache) of a shared prefix
 
     def _encode(self, text: str, special: bool) -> list[int]:
@@ -95,7 +95,7 @@ class LabelScorer:
         positions = list(range(cached, len(prompt)))
         positions += [len(prompt) + j for s in suffixes for j in range(len(s))]
         try:
-            with autocast(self.dtype):
+            with autocast(self.dtype), fp32_head(self.model, self.dtype):
                 out = self.model(
                     input_ids=torch.tensor([own + flat]),
                     attention_mask=tree_mask(cached, len(own), [len(s) for s in suffixes], self.model.dtype),

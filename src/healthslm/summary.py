@@ -50,6 +50,9 @@ def _run_line(
             f", `{training['prompt_format']}` prompts for ft as trained ({training['method']} r={lora['r']} "
             f"on {training['examples']} examples, {training['steps']} steps)"
         )
+    used = next((row["numerics"] for row in efficiency.values() if row.get("numerics")), None)
+    if used:  # what decides the numbers (models/dtype.py): at float32 the same on any x86-64 CPU
+        line += f"; numerics {used['dtype']}, torch {used['torch']}, {used['cpu_kernels']}"
     return line + f"; on {cpu}."
 
 

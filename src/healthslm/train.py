@@ -35,7 +35,7 @@ from healthslm.errors import HealthSLMError
 from healthslm.io import atomic_dir, write_json
 from healthslm.models import finetuned as models
 from healthslm.models.capacity import Architecture, TrainPlan, default_budget_gb, plan_training
-from healthslm.models.dtype import resolve_dtype
+from healthslm.models.dtype import numerics
 from healthslm.models.loader import load_model_and_tokenizer
 from healthslm.models.registry import ModelPreset, Recipe, effective_recipe, resolve_model
 from healthslm.params import Params, TrainParams
@@ -154,11 +154,6 @@ def training_examples(
         raise HealthSLMError(f"no training records under {records_dir}/ for {', '.join(datasets)}")
     random.Random(params.base.seed).shuffle(examples)
     return examples, counts
-
-
-def use_bf16(model, dtype: str, echo=print) -> bool:
-    """bf16 autocast or fp32: as set, or (`auto`) the faster for this model here (models.dtype's probe)."""
-    return resolve_dtype(model, dtype, echo)["dtype"] == "bfloat16"
 
 
 def memory_plan(params: Params, recipe: Recipe, model, tokenizer, examples: list[dict]) -> TrainPlan:
@@ -421,7 +416,7 @@ def train(
     recipe = effective_recipe(preset, params.train.recipe_overrides())
     torch.manual_seed(params.base.seed)
     model, tokenizer = load_for_training(preset, params.train.method, params.train.dtype == "bfloat16")
-    bf16 = use_bf16(model, params.train.dtype, echo)
+    bf16 = params.train.dtype == "bfloat16"  # autocast; fp32 gives the same numbers on any CPU
     use_chat = models.use_chat_template(models.ModelChoice(preset), tokenizer)
     examples, counts = training_examples(
         params, tokenizer, use_chat, recipe.max_length, records_dir, augmented_dir
@@ -544,6 +539,7 @@ def _fit(
         "cpu": cpu_name(),
         "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "bf16": bf16,
+        "numerics": numerics(params.train.dtype, models.weight_files(models.ModelChoice(preset))),
         "base_weights": "nf4" if params.train.method == "qlora" else "float32",
         "processes": int(os.environ.get("WORLD_SIZE", "1")),
         "memory_plan": {
@@ -554,7 +550,8 @@ def _fit(
             "grad_accum": plan.grad_accum,
         },
     }
-    live.summary.update({f"final/{name}": value for name, value in summary.items() if name != "method"})
+    shown = {name: value for name, value in summary.items() if name not in ("method", "numerics")}
+    live.summary.update({f"final/{name}": value for name, value in shown.items()})  # numerics: training.json
     live.make_summary()
     if run := _finish_wandb(summary, params.train.wandb.project):
         summary["wandb"] = run

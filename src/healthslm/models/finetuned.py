@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from healthslm.errors import HealthSLMError
-from healthslm.models.loader import load_model_and_tokenizer, model_location
+from healthslm.models.loader import gguf_path, load_model_and_tokenizer, model_location
 from healthslm.models.registry import ModelPreset, resolve_model
 from healthslm.params import Params
 from healthslm.paths import TRAINING_FILE
@@ -31,6 +31,21 @@ class ModelChoice:
     @property
     def location(self) -> str:
         return model_location(self.preset)
+
+
+def weight_files(choice: ModelChoice) -> list[Path]:
+    """What the model's weights come from: the preset's GGUF (not its dequantized cache) or its folder, and
+    the adapter. Their content hash is part of a run's numerics."""
+    preset = choice.preset
+    if preset.source == "gguf":
+        base = gguf_path(preset.gguf)
+    elif preset.source == "hub":  # loaded already, so in the local Hub cache
+        from huggingface_hub import snapshot_download
+
+        base = Path(snapshot_download(preset.hf_id, local_files_only=True))
+    else:
+        base = Path(choice.location)
+    return [base, *([Path(choice.adapter)] if choice.adapter else [])]
 
 
 def load_training_info(model_dir: Path) -> dict | None:
