@@ -26,12 +26,6 @@ def cpu_name() -> str:
     return match.group(1).strip() if match else platform.processor() or platform.machine()
 
 
-def cpu_flags() -> str:
-    """The instruction-set flags the CPU advertises (which kernels can run), "" where unknown."""
-    match = re.search(r"^flags\s*:\s*(.*)$", _cpuinfo(), re.M)
-    return match.group(1).strip() if match else ""
-
-
 def physical_cores(cpuinfo: Path = CPUINFO) -> int:
     """Cores, not hardware threads: llama.cpp decodes fastest with one thread per physical core (two threads
     on one core share its load units). Falls back to the logical count where /proc/cpuinfo says nothing."""
