@@ -3,6 +3,7 @@ baselines and intervals, plots; the seed's generate strategy and number decoding
 
 import json
 import platform
+import re
 from collections import Counter
 
 import numpy as np
@@ -210,6 +211,31 @@ def test_number_decoding_always_gives_a_number(embedded, all_records):
     for record in read_records(all_records, "aw_fb", "calories", "eval")[:3]:
         value = float(decoder(build_context(record, spec, tokenizer, True), special_tokens=False))
         assert value >= 0
+
+
+def test_number_decoding_stops_where_the_model_ends_the_number(embedded):
+    """The decoder reads the number greedy decoding writes and stops where the model's own best token is no
+    digit: before issue 30 it could only stop at EOS or a newline, so "250 calories" became "2500" or
+    "250.3". Its digits are ASCII ("²" passes str.isdigit, not float())."""
+    from healthslm.generation import generate
+
+    model, tokenizer = embedded
+    decoder = NumberDecoder(model, tokenizer)
+    assert all(decoder.pieces[i].isascii() for i in decoder.digits)
+    assert any(not p.isascii() and p.isdigit() for p in decoder.pieces.values())  # the vocabulary has some
+    contexts = [
+        "I burned 250 calories on Monday and 250 calories on Tuesday. On Wednesday I burned",
+        "The meeting room holds 12 people. Our team has 12 people, so the room holds",
+        "Q: How many legs does a spider have?\nA: A spider has",
+    ]
+    compared = 0
+    for context in contexts:
+        written = generate(model, tokenizer, context, 8, special_tokens=True).text
+        number = re.match(r"\s*(\d+(?:\.\d+)?)(?!\d)", written)
+        assert number and written[number.end() :].strip(), written  # a number, then more than the number
+        assert decoder(context, special_tokens=True) == number.group(1), (context, written)
+        compared += 1
+    assert compared == len(contexts)
 
 
 def test_mae_metrics_and_interval():

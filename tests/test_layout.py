@@ -23,6 +23,7 @@ LAYERS = {
     "data": [
         "data",
         "data.readings",
+        "data.people",
         "data.spec",
         "data.convert",
         "data.loaders",

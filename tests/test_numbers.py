@@ -12,10 +12,11 @@ import pytest
 import yaml
 
 from healthslm.compare import Rev, changes_table
+from healthslm.data.people import grouped_split, overlap_groups, shared_readings
 from healthslm.data.registry import all_tasks
 from healthslm.errors import HealthSLMError
-from healthslm.leakage import copies_across_tasks, leaked_ids, overlap_groups
-from healthslm.metrics import mean_ci, paired, score_answers, worst_answers
+from healthslm.leakage import copies_across_tasks, leaked_ids
+from healthslm.metrics import holm, mean_ci, paired, score_answers, worst_answers
 from healthslm.models.registry import resolve_model
 from healthslm.params import parse_params
 from healthslm.paths import (
@@ -52,6 +53,25 @@ def test_a_limited_evaluation_is_a_seeded_stratified_sample(pmdata_records):
     assert eval_sample(split, spec, 25, seed=7) != sample
 
 
+def test_every_closed_task_sample_is_within_one_of_proportional(all_records):
+    """Each class of every closed task gets its share of the sample, rounded up or down. Before issue 30 a
+    class of one record made sklearn refuse to stratify, and a plain random sample stood in silently:
+    pmdata_stress drew {2: 4, 3: 18, 4: 3} where proportional is about 5 / 16 / 4."""
+    checked = 0
+    for key, spec in TASKS.items():
+        if not spec.closed or spec.dataset == "globem":
+            continue
+        split = read_records(all_records, spec.dataset, spec.name, "eval")
+        for limit in (25, 60):
+            sample = eval_sample(split, spec, limit, seed=42)
+            assert len(sample) == limit, key
+            counts, drawn = Counter(str(r["label"]) for r in split), Counter(str(r["label"]) for r in sample)
+            for label, count in counts.items():
+                assert abs(drawn[label] - limit * count / len(split)) < 1, (key, limit, label, dict(drawn))
+            checked += 1
+    assert checked == 2 * 8
+
+
 def test_a_continuous_label_is_sampled_across_its_range(all_records):
     split = read_records(all_records, "aw_fb", "calories", "eval")
     values = sorted(r["label"] for r in eval_sample(split, TASKS["aw_fb_calories"], 25, seed=42))
@@ -73,6 +93,37 @@ def test_overlapping_windows_are_resampled_together(pmdata_records):
     assert overlap_groups(read_records(pmdata_records, "pmdata", "stress", "train")[:1], "pmdata") is None
 
 
+def test_pmdata_people_are_recovered_and_a_grouped_split_keeps_each_on_one_side(pmdata_records):
+    """The seed split shares days of readings between train and eval on 298 of 299 windows; linking windows
+    by shared readings over both splits gives 19 groups (PMData has 16 participants), the same for every task;
+    data.split grouped keeps every group on one side, with about the seed's eval size."""
+    evals = []
+    for task in ("fatigue", "readiness", "sleep_quality", "stress"):
+        train = read_records(pmdata_records, "pmdata", task, "train")
+        test = read_records(pmdata_records, "pmdata", task, "eval")
+        assert len(shared_readings(test, train)) == 298
+        assert len(set(overlap_groups(train + test, "pmdata"))) == 19
+        new_train, new_eval = grouped_split(train, test, seed=42)
+        assert shared_readings(new_eval, new_train) == set() and abs(len(new_eval) - len(test)) <= 10
+        assert len(new_train) + len(new_eval) == len(train) + len(test)
+        assert [r["id"] for r in new_eval] == [f"pmdata_{task}-eval-{i:05d}" for i in range(len(new_eval))]
+        evals.append({r["provenance"]["seed_split_id"].split("-", 1)[1] for r in new_eval})
+    assert all(ids == evals[0] for ids in evals)  # the same windows of the same people in every task
+    assert grouped_split(train, test, seed=7) != grouped_split(train, test, seed=42)
+
+
+def test_fragile_verdicts_and_holms_adjustment():
+    accuracy = TASKS["pmdata_fatigue"]
+    # 30 rows in 10 people; the model is right where the baseline is wrong on every row of 4 people
+    model, baseline = np.ones(30), np.array([0.0] * 12 + [1.0] * 18)
+    few = paired(accuracy, model, baseline, 1000, 0, np.arange(30) // 3)
+    assert few["verdict"] == "better" and few["units_differing"] == 4 and few["units"] == 10
+    assert few["sign_test_p"] == pytest.approx(0.125) and few["fragile"]  # 4 of 4 up: p = 2 / 16
+    by_row = paired(accuracy, model, baseline, 1000, 0)
+    assert by_row["verdict"] == "better" and by_row["units_differing"] == 12 and not by_row["fragile"]
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+
+
 def test_paired_verdicts_read_the_difference_on_the_same_rows():
     accuracy, mae = TASKS["pmdata_fatigue"], TASKS["pmdata_stress"]
     model = np.array([1.0] * 18 + [0.0] * 2)
@@ -84,6 +135,10 @@ def test_paired_verdicts_read_the_difference_on_the_same_rows():
         "ci_low": 0.0,
         "ci_high": 0.0,
         "verdict": "no difference",
+        "units": 20,
+        "units_differing": 0,
+        "sign_test_p": 1.0,
+        "fragile": False,
     }
     # Lower is better for errors: a smaller error on every row is better.
     assert paired(mae, baseline * 0.5, baseline + 1, 1000, 0)["verdict"] == "better"
@@ -161,20 +216,36 @@ def test_a_comparison_leads_with_what_moved_beyond_noise(tmp_path, monkeypatch):
     assert "majority: no difference → worse" in flipped[2]
 
 
-def test_a_comparison_pairs_the_change_where_both_predictions_exist(tmp_path, monkeypatch):
+def test_a_comparison_pairs_the_change_by_evaluates_rule(tmp_path, monkeypatch):
+    """compare's "moved beyond noise" is metrics.paired over the evaluation's own units, bounds, samples and
+    seed. Before issue 30 it resampled rows (seed 0, 1000 samples) and took label bounds from eval gold."""
     from healthslm.compare import paired_change
+    from healthslm.metrics import paired
     from healthslm.paths import predictions_dir
 
     monkeypatch.chdir(tmp_path)
     import healthslm.compare as compare
 
+    # 40 rows of 4 people; the old side got 5 rows of person 0 wrong
     rows = {
-        "old": [{"id": f"r{i}", "gold": 3, "answer": 3 if i < 5 else 1} for i in range(40)],
-        "new": [{"id": f"r{i}", "gold": 3, "answer": 3} for i in range(40)],
+        "old": [{"id": f"r{i}", "gold": 3, "answer": 3 if i >= 5 else 1, "unit": i // 10} for i in range(40)],
+        "new": [{"id": f"r{i}", "gold": 3, "answer": 3, "unit": i // 10} for i in range(40)],
     }
     monkeypatch.setattr(compare, "_predictions", lambda rev, mode, task: {r["id"]: r for r in rows[rev.name]})
-    change = paired_change(Rev("old", "0" * 40), Rev("new", None), "zs", "pmdata_stress")
-    assert change["verdict"] == "better" and change["n"] == 40 and change["diff"] == pytest.approx(-1.75)
+    target = Rev("new", None)  # the workspace: its params.yaml and reports/metrics.json
+    assert paired_change(Rev("old", "0" * 40), target, "zs", "pmdata_stress") is None  # no recorded bounds
+    (tmp_path / "params.yaml").write_text("base: {seed: 7}\neval: {bootstrap_samples: 500}\n")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "metrics.json").write_text(
+        json.dumps({"zs": {"pmdata_stress": {"label_bounds": [0, 5]}}})
+    )
+    change = paired_change(Rev("old", "0" * 40), target, "zs", "pmdata_stress")
+    loss_old, loss_new = np.array([2.0] * 5 + [0.0] * 35), np.zeros(40)
+    units = np.arange(40) // 10
+    assert change == paired(TASKS["pmdata_stress"], loss_new, loss_old, 500, 7, units) | {"n": 40}
+    assert change["units"] == 4 and change["units_differing"] == 1 and change["verdict"] == "no difference"
+    assert paired(TASKS["pmdata_stress"], loss_new, loss_old, 500, 7)["verdict"] == "better"  # rows: too sure
+    assert change["diff"] == pytest.approx(-0.25)
     assert predictions_dir("zs").as_posix() == "artifacts/predictions/base/zs"
 
 

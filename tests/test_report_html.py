@@ -73,6 +73,21 @@ def test_markdown_page_inlines_images_and_loads_cleanly(tmp_path, browser):
     assert re.findall(r'<img src="([^"]{0,22})', dom) == ["data:image/png;base64,"]
 
 
+def test_times_memory_and_losses_are_lower_is_better_and_counts_have_no_direction():
+    """One direction table (metrics.direction) for every comparison. Before issue 30 compare's word list
+    called longer stage times, a larger activation estimate and more grad_norm / total_flos / num_tokens
+    "better" (reports/studies/mental-augmented/compare/comparison.md)."""
+    lower = ("wall_s", "final/memory_plan.estimated_activations_gb", "train.runtime", "peak_rss_mb")
+    for key in (*lower, "children_peak_rss_mb", "final/train_loss", "loss", "load_s", "ttft_s", "size_mb"):
+        assert verdict(key, 1.0, 2.0) == "▼ worse", key
+        assert verdict(key, 2.0, 1.0) == "▲ better", key
+    for key in ("grad_norm", "total_flos", "num_tokens", "final/answer_tokens", "final/resumed_from_step",
+                "final/steps", "epoch", "learning_rate", "bound_tokens_per_s"):  # fmt: skip
+        assert verdict(key, 1.0, 2.0) == verdict(key, 2.0, 1.0) == "≠ changed", key
+    for key in ("tokens_per_s", "train.samples_per_second", "mean_token_accuracy", "zs.t.model.macro_f1"):
+        assert verdict(key, 1.0, 2.0) == "▲ better", key
+
+
 def test_verdicts_know_which_way_is_better():
     assert verdict("zs.pmdata_stress.model.mae", 1.0, 0.5) == "▲ better"
     assert verdict("zs.pmdata_fatigue.model.accuracy", 0.6, 0.5) == "▼ worse"

@@ -25,7 +25,7 @@ from healthslm.models.registry import effective_recipe, load_preset, resolve_mod
 from healthslm.params import Params, parse_params
 from healthslm.prepare import read_records
 from healthslm.prompts import answer_continuation
-from healthslm.train import answer_only_loss, completion, rewind_live
+from healthslm.train import answer_only_loss, rewind_live
 
 SECRETS = {
     "OPENAI_API_KEY": "sk-test-0penai-s3cret-value-0123456789",
@@ -103,16 +103,56 @@ def test_bad_recipe_value_fails_in_one_line(tmp_path):
     assert "train.method: Input should be 'lora', 'qlora' or 'full' (got 'dora')" in result.stderr
 
 
-def test_completion_is_the_continuation_the_scorer_ranks(all_records):
-    tasks = all_tasks()
-    for key, spec in tasks.items():
-        if not spec.closed or spec.dataset == "globem":
+@pytest.mark.parametrize("chat", [True, False], ids=["chat", "raw"])
+@pytest.mark.parametrize("prompt_format", ["seed", "compact"])
+def test_the_trainer_learns_the_token_ids_the_scorer_ranks(
+    all_records, embedded, tmp_path, prompt_format, chat
+):
+    """For every closed task: the ids TRL puts the loss on (its own tokenization of the trainer's dataset)
+    are the ids the label scorer ranks for the gold answer, tokenized as the scorer does it. Before issue 30
+    the IMHI answers at the start of the chat template's assistant turn had a leading space
+    (" yes."), which the model would never write there."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from healthslm.prompts import build_context
+    from healthslm.scoring import LabelScorer
+    from healthslm.train import training_examples
+
+    model, tokenizer = embedded
+    datasets = ["pmdata", "aw_fb", "pubmedqa", "dr", "dreaddit"]
+    params = parse_params(
+        {"data": {"datasets": datasets}, "train": {"examples_per_task": 2, "prompt_format": prompt_format}}
+    )
+    examples, _ = training_examples(params, tokenizer, chat, 4096, all_records)
+    config = SFTConfig(str(tmp_path), use_cpu=True, bf16=False, completion_only_loss=True, max_length=None)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(examples),
+                         processing_class=tokenizer)  # fmt: skip
+    closed = [spec for spec in all_tasks().values() if spec.closed and spec.dataset in datasets]
+    known: dict[str, list] = {}  # the prompt of every closed task's train record -> its task and record
+    for spec in closed:
+        for record in read_records(all_records, spec.dataset, spec.name, "train"):
+            known.setdefault(build_context(record, spec, tokenizer, chat, prompt_format), []).append(
+                (spec, record)
+            )
+    scorer, eos, checked = LabelScorer(None, tokenizer), tokenizer.eos_token_id, 0
+    for example, row in zip(examples, trainer.train_dataset, strict=True):
+        if len(known.get(example["prompt"], [])) != 1:  # open-ended, or AW_FB's repeated readings
             continue
-        record = read_records(all_records, spec.dataset, spec.name, "train")[0]
-        spoken = spec.spoken_answers[spec.label_space.index(str(record["label"]))]
-        label = answer_continuation(spoken, "compact prompt")
-        assert completion(record, spec) == label, key  # the label alone, even where the reference explains
-        assert completion(record, spec, "Reasoning: because.") == f"{label} Reasoning: because.", key
+        ((spec, record),) = known[example["prompt"]]
+        learned = [i for i in row["labels"] if i != -100]  # TRL's labels: -100 off the completion
+        gold = spec.spoken_answers[spec.label_space.index(str(record["label"]))]
+        continuation = answer_continuation(gold, example["prompt"])
+        _, (ranked,) = scorer.tokenize(example["prompt"], [continuation], not chat)
+        assert learned[: len(ranked)] == ranked and learned[len(ranked) :] in ([], [eos]), (
+            spec.key,
+            tokenizer.decode(learned),
+            continuation,
+        )
+        if chat and spec.input_first:  # the answer opens the assistant turn: "yes.", not " yes."
+            assert not tokenizer.decode(learned).startswith(" "), (spec.key, tokenizer.decode(learned))
+        checked += 1
+    assert checked >= 2 * len(closed) - 1  # two records of every closed task (bar a repeated prompt)
 
 
 def _responses(augmented: Path, records: Path, task: str, every: int = 1) -> dict[str, str]:
@@ -161,7 +201,7 @@ def test_a_train_subset_is_a_seeded_label_stratified_draw(pmdata_records):
     from collections import Counter
 
     from healthslm.data.registry import all_tasks
-    from healthslm.train import _draw_order
+    from healthslm.prepare import training_order
 
     spec = all_tasks()["pmdata_fatigue"]
     records = read_records(pmdata_records, "pmdata", "fatigue", "train")
@@ -169,7 +209,7 @@ def test_a_train_subset_is_a_seeded_label_stratified_draw(pmdata_records):
 
     def drawn(seed: int, per_task: int | None = 60) -> list[dict]:
         params = Params.model_validate({"base": {"seed": seed}, "train": {"examples_per_task": per_task}})
-        return _draw_order(records, spec, params)
+        return training_order(records, spec, params)
 
     first = drawn(42)
     assert sorted(r["id"] for r in first) == sorted(r["id"] for r in records)  # every record, reordered
@@ -322,7 +362,12 @@ def test_lora_and_qlora_train_log_and_keep_secrets_out(tmp_path, pmdata_records,
     assert json.loads((work / "reports" / "train" / "training.json").read_text()) == training
     metrics = json.loads((work / "reports" / "train" / "metrics.json").read_text())
     assert metrics["final/steps"] == 4 and metrics["final/tokens_per_s"] > 0
-    assert _steps(work / "reports" / "train" / "plots" / "metrics" / "loss.tsv") == [1, 2, 3, 4]
+    loss_tsv = work / "reports" / "train" / "plots" / "metrics" / "loss.tsv"
+    assert _steps(loss_tsv) == [1, 2, 3, 4]
+    # train_loss is the mean over all 4 steps; before issue 30 it divided the 2 resumed steps' sum by 4
+    with loss_tsv.open(newline="") as fh:
+        losses = [float(row["loss"]) for row in csv.DictReader(fh, delimiter="\t")]
+    assert training["train_loss"] == pytest.approx(sum(losses) / 4, abs=2e-4)
     kept = list((work / "artifacts" / "checkpoints").iterdir())  # the finished run only, for a re-run
     assert [run.name for run in kept] == [training["run"]] and not list(kept[0].glob("checkpoint-*"))
 
@@ -431,7 +476,12 @@ def test_sigkilled_training_resumes_from_its_last_checkpoint(tmp_path, pmdata_re
     training = json.loads((work / "artifacts" / "model" / "training.json").read_text())
     assert training["steps"] == 4 and training["resumed_from_step"] == 2
     assert f"from checkpoint-{training['resumed_from_step']}" in second.stdout
-    assert _steps(work / "reports" / "train" / "plots" / "metrics" / "loss.tsv") == [1, 2, 3, 4]
+    loss_tsv = work / "reports" / "train" / "plots" / "metrics" / "loss.tsv"
+    assert _steps(loss_tsv) == [1, 2, 3, 4]
+    # train_loss is the mean over all 4 steps; before issue 30 it divided the 2 resumed steps' sum by 4
+    with loss_tsv.open(newline="") as fh:
+        losses = [float(row["loss"]) for row in csv.DictReader(fh, delimiter="\t")]
+    assert training["train_loss"] == pytest.approx(sum(losses) / 4, abs=2e-4)
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from healthslm.io import atomic_dir, write_json, write_jsonl, write_text
 from healthslm.llm import open_client, run_all
 from healthslm.params import AugmentParams, Params
 from healthslm.paths import AUGMENT_CACHE, AUGMENT_SUMMARY, AUGMENTED_DIR, RECORDS_DIR
-from healthslm.prepare import available_tasks, read_records
+from healthslm.prepare import available_tasks, read_records, training_order
 from healthslm.prompts import question
 from healthslm.tasks import TaskSpec
 
@@ -129,7 +129,10 @@ def augment(
         work = [
             (spec, record)
             for spec in specs
-            for record in read_records(records_dir, spec.dataset, spec.name, "train")[: settings.per_task]
+            # the records training takes first, so `train.targets: augmented` finds their explanations
+            for record in training_order(
+                read_records(records_dir, spec.dataset, spec.name, "train"), spec, params
+            )[: settings.per_task]
         ]
         jobs = [
             lambda spec=spec, record=record: client.complete(

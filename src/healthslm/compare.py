@@ -16,20 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from healthslm import metrics
 from healthslm.data.registry import all_tasks
 from healthslm.errors import HealthSLMError
 from healthslm.html import inline_code, markdown_to_html
 from healthslm.io import atomic_dir, write_text
-from healthslm.metrics import LOWER_IS_BETTER
-from healthslm.params import public_url
+from healthslm.metrics import direction
+from healthslm.params import PARAMS_FILE, Params, public_url
 from healthslm.paths import COMPARE_DIR, FT_METRICS_FILE, METRICS_FILE, TRAINING_SUMMARY, predictions_dir
 from healthslm.plots import pyplot, save_png
 
 EVAL_METRICS = (METRICS_FILE.as_posix(), FT_METRICS_FILE.as_posix())  # the evaluate stages' metrics
 SYSTEMS = ("model", "majority", "classical")
-LOWER_IS_BETTER_WORDS = ("loss", "latency", "rss", "runtime", "disk_mb", "ttft")
 
 
 @dataclass(frozen=True)
@@ -92,16 +92,16 @@ def _dvc_revs(base: Rev, target: Rev) -> list[str]:
     return [base.sha or "workspace"] + ([target.sha] if target.sha else [])
 
 
-def lower_is_better(metric: str) -> bool:
-    name = metric.rsplit(".", 1)[-1].rsplit("/", 1)[-1]
-    return name in LOWER_IS_BETTER or any(word in name for word in LOWER_IS_BETTER_WORDS)
+def arrow(metric: str) -> str:
+    return {"lower": "↓", "higher": "↑"}.get(direction(metric) or "", "")
 
 
 def verdict(metric: str, old, new) -> str:
     if not isinstance(old, int | float) or not isinstance(new, int | float) or old == new:
         return "="
-    improved = (new < old) == lower_is_better(metric)
-    return "▲ better" if improved else "▼ worse"
+    if (way := direction(metric)) is None:
+        return "≠ changed"
+    return "▲ better" if (new < old) == (way == "lower") else "▼ worse"
 
 
 def _fmt(value) -> str:
@@ -136,10 +136,9 @@ def task_table(diff: dict[str, dict]) -> list[str]:
         low = diff.get(f"{mode}.{task}.model.{metric}_ci_low", {}).get("new")
         high = diff.get(f"{mode}.{task}.model.{metric}_ci_high", {}).get("new")
         interval = f" [{_fmt(low)}, {_fmt(high)}]" if low is not None else ""
-        arrow = "↓" if lower_is_better(metric) else "↑"
         baselines = [_fmt(systems.get(s, {}).get("new")) for s in ("majority", "classical")]
         lines.append(
-            f"| {mode} | {task} | {metric} {arrow} | {_fmt(old)} | {_fmt(new)}{interval} "
+            f"| {mode} | {task} | {metric} {arrow(metric)} | {_fmt(old)} | {_fmt(new)}{interval} "
             f"| {_delta(old, new)} | {verdict(metric, old, new)} | {baselines[0]} | {baselines[1]} |"
         )
     return lines
@@ -162,22 +161,49 @@ def _predictions(rev: Rev, mode: str, task: str) -> dict[str, dict] | None:
     return {row["id"]: row for row in rows if "gold" in row}
 
 
-def paired_change(base: Rev, target: Rev, mode: str, task: str, samples: int = 1000) -> dict | None:
+def _resampling(rev: Rev) -> tuple[int, int]:
+    """The revision's eval.bootstrap_samples and base.seed: a change is resampled as its evaluation was."""
+    if rev.sha is None:
+        text = PARAMS_FILE.read_text() if PARAMS_FILE.exists() else ""
+    else:
+        shown = ["git", "show", f"{rev.sha}:{PARAMS_FILE}"]
+        text = subprocess.run(shown, capture_output=True, text=True).stdout
+    raw, defaults = yaml.safe_load(text) or {}, Params()
+    samples = (raw.get("eval") or {}).get("bootstrap_samples", defaults.eval.bootstrap_samples)
+    return int(samples), int((raw.get("base") or {}).get("seed", defaults.base.seed))
+
+
+def _label_bounds(rev: Rev, mode: str, task: str) -> tuple[float, float] | None:
+    """The bounds the revision's evaluation scored invalid answers with (from its train labels)."""
+    for path in EVAL_METRICS:
+        bounds = ((_json_at(rev, Path(path)) or {}).get(mode, {}).get(task) or {}).get("label_bounds")
+        if bounds:
+            return bounds[0], bounds[1]
+    return None
+
+
+def paired_change(base: Rev, target: Rev, mode: str, task: str) -> dict | None:
     """Target − base paired by row, when both sides scored the same rows: the change's 95 % interval and
-    verdict. None when either side's predictions are unavailable or the rows differ (another sample)."""
+    verdict by metrics.paired, the rule evaluate uses (the same resampling units, the target's label bounds,
+    bootstrap samples and seed). None when either side's predictions are unavailable, the rows differ
+    (another sample), or the target predates recorded label bounds."""
     spec = all_tasks().get(task)
     old, new = _predictions(base, mode, task), _predictions(target, mode, task)
     if spec is None or not old or not new or old.keys() != new.keys():
         return None
+    if (bounds := _label_bounds(target, mode, task)) is None:
+        return None
     common = sorted(new)
     gold = [new[i]["gold"] for i in common]
-    bounds = metrics.label_range(spec, gold)
+    units = [new[i].get("unit") for i in common]
+    groups = np.array(units) if None not in units else None
+    samples, seed = _resampling(target)
 
     def losses(rows: dict) -> np.ndarray:
         answers = metrics.worst_answers(spec, gold, [rows[i]["answer"] for i in common], bounds)
         return metrics.per_example(spec, gold, answers)
 
-    return metrics.paired(spec, losses(new), losses(old), samples, seed=0) | {"n": len(common)}
+    return metrics.paired(spec, losses(new), losses(old), samples, seed, groups) | {"n": len(common)}
 
 
 def _key(mode: str, task: str, metric: str) -> str:
@@ -232,9 +258,9 @@ def _change_row(mode: str, task: str, name: str, diff: dict[str, dict], change: 
         f"{k.split('.')[3]}: {diff[k].get('old') or '—'} → {diff[k].get('new') or '—'}"
         for k in _verdict_keys(diff, mode, task)
     )
-    arrow = "↓" if lower_is_better(name) else "↑"
     return (
-        f"| {mode} | {task} | {name} {arrow} | {_fmt(old)} | {_fmt(new)} | {_delta(old, new)} | {interval} "
+        f"| {mode} | {task} | {name} {arrow(name)} | {_fmt(old)} | {_fmt(new)} | {_delta(old, new)} "
+        f"| {interval} "
         f"| {verdicts or '—'} |"
     )
 
@@ -456,7 +482,8 @@ def compare(
             "",
             f"Base `{base.name}` ({(base.sha or 'workspace')[:10]}), target `{target.name}` "
             f"({(target.sha or 'workspace')[:10]}). ▲/▼: better/worse for that metric (↑ higher is better, "
-            "↓ lower is better); baselines are the target's, on the same examples.",
+            "↓ lower is better; ≠: changed, a value with no better direction); baselines are the target's, "
+            "on the same examples.",
             "",
             "### Numerics",
             "",

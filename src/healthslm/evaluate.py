@@ -28,6 +28,7 @@ from rich.progress import track
 
 from healthslm import metrics
 from healthslm.baselines import baseline_predictions
+from healthslm.data.people import overlap_groups
 from healthslm.generation import (
     Generated,
     NumberDecoder,
@@ -36,7 +37,7 @@ from healthslm.generation import (
     parse_answer,
 )
 from healthslm.io import atomic_dir, write_json, write_jsonl
-from healthslm.leakage import leaked_ids, overlap_groups
+from healthslm.leakage import leaked_ids
 from healthslm.models import finetuned as models
 from healthslm.models.dtype import numerics
 from healthslm.params import Params
@@ -55,8 +56,8 @@ class EvalSet:
 
     train: list[dict]
     test: list[dict]  # the eval.limit sample, in file order
-    groups: np.ndarray | None  # resampling clusters (overlapping windows), None = row by row
-    clusters: int  # clusters among the scored rows
+    groups: np.ndarray | None  # resampling units: people (windows linked by readings), None = row by row
+    clusters: int  # units among the scored rows
     leaked: frozenset[str]  # ids of rows with a copy in a train split the model or a baseline saw
 
 
@@ -65,9 +66,11 @@ def eval_set(spec: TaskSpec, records_dir: Path, params: Params) -> EvalSet:
     split = read_records(records_dir, spec.dataset, spec.name, "eval")
     test = eval_sample(split, spec, params.eval.limit, params.base.seed)
     groups = None
-    if (by_row := overlap_groups(split, spec.dataset)) is not None:
-        cluster = {record["id"]: group for record, group in zip(split, by_row, strict=True)}
-        groups = np.array([cluster[record["id"]] for record in test])
+    # Over train and eval together: one person's eval windows linked only through a train window between
+    # them are still one person.
+    if (by_row := overlap_groups(train + split, spec.dataset)) is not None:
+        unit = {record["id"]: group for record, group in zip(train + split, by_row, strict=True)}
+        groups = np.array([unit[record["id"]] for record in test])
     others = [
         read_records(records_dir, spec.dataset, other.name, "train")
         for other in available_tasks([spec.dataset], records_dir)
@@ -226,7 +229,10 @@ def label_metrics(spec: TaskSpec, rows: list[dict], data: EvalSet, params: Param
         "n": len(rows),
         "invalid_rate": round(invalid / max(len(rows), 1), 4),
         "labels": label_distribution(spec, gold),
-        "resampling": f"{data.clusters} clusters of overlapping windows" if groups is not None else "rows",
+        "resampling": f"{data.clusters} people (windows linked by shared readings)"
+        if groups is not None
+        else "rows",
+        "label_bounds": list(bounds),  # worst answers of continuous tasks; compare pairs with these
     }
     losses = {}
     for name, values in answers.items():
@@ -321,6 +327,8 @@ def _run_mode(runner: Runner, mode: str, records_dir: Path, out: Path, plots_dir
         else:
             examples, source = _fewshot_examples(spec, shots, records_dir, data.train)
             rows = predict(runner, spec, data.test, examples, f"{mode} {spec.key}")
+            if data.groups is not None:  # the resampling unit, for compare and ondevice to pair with
+                rows = [row | {"unit": int(unit)} for row, unit in zip(rows, data.groups, strict=True)]
             results[spec.key] = label_metrics(spec, rows, data, params) | source
             if runner.dtype == "bfloat16" and spec.closed and params.eval.strategy == "score":
                 results[spec.key]["fp32_agreement"] = fp32_agreement(runner, spec, data.test, examples, rows)

@@ -131,23 +131,26 @@ def parse_answer(spec: TaskSpec, generated: str) -> str | None:
 
 
 class NumberDecoder:
-    """Greedy decoding restricted to a number: a leading space, digits and one decimal point."""
+    """Greedy decoding restricted to a number: a leading space, ASCII digits and one decimal point. It stops
+    where the model's own best token would end the number (" calories", EOS, a newline): "250 calories"
+    reads 250, not a forced 2500."""
 
     def __init__(self, model, tokenizer, max_tokens: int = 8):
         self.model, self.tokenizer, self.max_tokens = model, tokenizer, max_tokens
         pieces = {i: tokenizer.convert_tokens_to_string([t]) for t, i in tokenizer.get_vocab().items()}
         self.pieces = pieces
-        self.digits = [i for i, p in pieces.items() if p.isdigit()]
+        self.digits = [
+            i for i, p in pieces.items() if p.isascii() and p.isdigit()
+        ]  # not "²", which float() refuses
         self.point = [i for i, p in pieces.items() if p == "."]
         self.space = [i for i, p in pieces.items() if p == " "]
-        self.stops = [tokenizer.eos_token_id] + [i for i, p in pieces.items() if p == "\n"]
 
     def _allowed(self, step: int, text: str) -> list[int]:
         if step == 0:
             return self.digits + self.space
         if not any(c.isdigit() for c in text):
             return self.digits
-        return self.digits + self.stops + ([] if "." in text else self.point)
+        return self.digits + ([] if "." in text else self.point)
 
     @torch.inference_mode()
     def __call__(self, context: str, special_tokens: bool) -> str:
@@ -159,9 +162,10 @@ class NumberDecoder:
         text = ""
         for step in range(self.max_tokens):
             logits = out.logits[0, -1]
-            choice = max(self._allowed(step, text), key=lambda i: logits[i].item())
-            if choice in self.stops:
-                break
+            allowed = self._allowed(step, text)
+            if any(c.isdigit() for c in text) and int(logits.argmax()) not in allowed:
+                break  # the model would end the number here
+            choice = max(allowed, key=lambda i: logits[i].item())
             text += self.pieces[choice]
             out = self.model(
                 input_ids=torch.tensor([[choice]], device=device),

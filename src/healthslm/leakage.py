@@ -1,5 +1,5 @@
-"""Train/eval leakage: eval inputs that also appear in train, identically or nearly (TF-IDF cosine); and
-which eval records overlap one another (the resampling unit of the bootstrap)."""
+"""Train/eval leakage: eval inputs that also appear in train, identically or nearly (TF-IDF cosine), or that
+share days of readings with a train record (data/people.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics.pairwise import linear_kernel
 
+from healthslm.data.people import shared_readings
 from healthslm.data.readings import raw_fields
 
 _SPACE = re.compile(r"\s+")
@@ -49,14 +50,6 @@ def find_leaks(train: list[dict], test: list[dict], similarity: float, examples:
     }
 
 
-def _series(record: dict) -> dict[str, list[str]]:
-    return {
-        name: [v.strip() for v in raw.strip("[]").split(",") if v.strip() and float(v) != 0]
-        for name, raw in raw_fields(record).items()
-        if raw.startswith("[")
-    }
-
-
 def copies_across_tasks(test: list[dict], other_train: list[dict]) -> set[str]:
     """Eval records of one task whose readings reappear in another task's train record of the same dataset
     (AW_FB's activity and calories tasks are built from the same minutes: a calories prompt shows the
@@ -78,32 +71,12 @@ def copies_across_tasks(test: list[dict], other_train: list[dict]) -> set[str]:
 def leaked_ids(
     test: list[dict], own_train: list[dict], other_train: list[list[dict]], similarity: float
 ) -> set[str]:
-    """Eval records with an exact or near copy in their task's train split, or a copy of their readings in
-    another task's train split: what the leak-free figures leave out."""
+    """Eval records with an exact or near copy in their task's train split, a copy of their readings in
+    another task's train split, or days of readings shared with any of those train records (the same
+    person's same days): what the leak-free figures leave out."""
     found = find_leaks(own_train, test, similarity, examples=len(test))
     leaked = {example["eval_id"] for example in found["examples"]}
-    for train in other_train:
-        leaked |= copies_across_tasks(test, train)
+    for train in [own_train, *other_train]:
+        leaked |= copies_across_tasks(test, train) if train is not own_train else set()
+        leaked |= shared_readings(test, train)
     return leaked
-
-
-def overlap_groups(records: list[dict], dataset: str, run: int = 3) -> list[int] | None:
-    """Clusters of records whose windows overlap: two records share a cluster when a series shows the same
-    `run` consecutive non-zero readings in both (PMData's 14-day windows slide by days). None when no two
-    records overlap, so rows resample one by one."""
-    parent = list(range(len(records)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first_seen: dict[tuple, int] = {}
-    for index, record in enumerate(records):
-        for name, days in _series(record).items():
-            for start in range(len(days) - run + 1):
-                key = (name, *days[start : start + run])
-                parent[root(index)] = root(first_seen.setdefault(key, index))
-    groups = [root(i) for i in range(len(records))]
-    return groups if len(set(groups)) < len(groups) else None

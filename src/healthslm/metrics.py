@@ -1,7 +1,8 @@
 """Task metrics (scikit-learn) with 95 % bootstrap intervals, paired model-vs-baseline differences.
 
-Resampling unit: a row, or a cluster of rows whose inputs overlap (PMData's 14-day windows share days, so
-neighbouring windows are not independent draws; resampling them one by one gives intervals too narrow).
+Resampling unit: a row, or a group of rows of one person (PMData's 14-day windows slide by a day, so one
+person's windows are not independent draws; resampling them one by one gives intervals too narrow). The
+groups are recovered over train and eval together (leakage.overlap_groups), not within the eval rows.
 The bootstrap is written here because scipy's `bootstrap` resamples rows, not clusters.
 """
 
@@ -19,17 +20,45 @@ from sklearn.metrics import (
 
 from healthslm.tasks import TaskSpec
 
-LOWER_IS_BETTER = {"mae", "rmse", "invalid_rate"}
+# The one direction table, for every report and comparison. A name (a key's last part) is read by the
+# first rule that matches; a name no rule matches (grad_norm, total_flos, num_tokens, steps, ...) has no
+# direction: a comparison shows it as changed, never as better or worse.
+_DIRECTION_RULES: tuple[tuple[str, str], ...] = (
+    ("bound_tokens_per_s", ""),  # the memory-bandwidth bound: a property of the machine, not a result
+    ("mae", "lower"),  # also mae_valid_only
+    ("rmse", "lower"),
+    ("invalid_rate", "lower"),
+    ("loss", "lower"),  # train_loss, eval_loss, loss
+    ("latency", "lower"),
+    ("runtime", "lower"),
+    ("wall_s", "lower"),
+    ("ttft", "lower"),
+    ("load_s", "lower"),
+    ("rss", "lower"),  # memory
+    ("_mb", "lower"),
+    ("_gb", "lower"),  # estimated_activations_gb
+    ("accuracy", "higher"),  # accuracy, balanced_accuracy, mean_token_accuracy
+    ("f1", "higher"),
+    ("rouge", "higher"),
+    ("agreement", "higher"),
+    ("per_s", "higher"),  # tokens_per_s, samples_per_second
+    ("fraction_of_bound", "higher"),
+)
+
+
+def direction(key: str) -> str | None:
+    """ "lower" or "higher" is better for a metric key (`zs.task.model.mae`, `final/peak_rss_mb`), or None."""
+    name = key.rsplit(".", 1)[-1].rsplit("/", 1)[-1]
+    return next((way or None for word, way in _DIRECTION_RULES if word in name), None)
+
+
 VERDICTS = ("better", "worse", "no difference")
+MIN_UNITS = 5  # a verdict that fewer resampling units carry (units whose answers differ) is fragile
 
 
 def _cluster_means(values: np.ndarray, groups: np.ndarray | None, samples: int, seed: int) -> np.ndarray:
     """Bootstrap means: whole clusters drawn with replacement (no groups: each row is its own)."""
-    if groups is None:
-        groups = np.arange(len(values))
-    _, inverse = np.unique(groups, return_inverse=True)
-    sums = np.bincount(inverse, weights=values)
-    counts = np.bincount(inverse).astype(float)
+    sums, counts = unit_sums(values, groups), unit_sums(np.ones(len(values)), groups)
     picks = np.random.default_rng(seed).integers(0, len(sums), size=(samples, len(sums)))
     return sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
 
@@ -55,6 +84,14 @@ def per_example(spec: TaskSpec, gold: list, predicted: list) -> np.ndarray:
     return np.abs(np.array(gold, dtype=float) - np.array(predicted, dtype=float))
 
 
+def unit_sums(values: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """Per resampling unit (a group, or each row), the sum of its rows' values."""
+    if groups is None:
+        return np.asarray(values, dtype=float)
+    _, inverse = np.unique(groups, return_inverse=True)
+    return np.bincount(inverse, weights=values)
+
+
 def paired(
     spec: TaskSpec,
     model: np.ndarray,
@@ -63,12 +100,41 @@ def paired(
     seed: int,
     groups: np.ndarray | None = None,
 ) -> dict:
-    """Model − baseline on the same rows, its paired bootstrap interval and the verdict at 95 %."""
+    """Model − baseline on the same rows: its paired bootstrap interval over the resampling units (`groups`,
+    else rows) and the verdict at 95 %; how many units differ at all, an exact sign test over them, and
+    `fragile` when fewer than MIN_UNITS units carry a difference or the sign test reads otherwise. The one
+    paired rule of evaluate, compare and ondevice."""
+    from scipy.stats import binomtest
+
     diff = np.asarray(model, dtype=float) - np.asarray(baseline, dtype=float)
     low, high = mean_ci(diff, samples, seed, groups)
-    good_low, good_high = (-high, -low) if spec.metric in LOWER_IS_BETTER else (low, high)
+    good_low, good_high = (-high, -low) if direction(spec.metric) == "lower" else (low, high)
     verdict = "better" if good_low > 0 else "worse" if good_high < 0 else "no difference"
-    return {"diff": float(diff.mean()), "ci_low": low, "ci_high": high, "verdict": verdict}
+    per_unit = unit_sums(diff, groups)
+    ups, downs = int((per_unit > 1e-12).sum()), int((per_unit < -1e-12).sum())
+    p_value = float(binomtest(ups, ups + downs).pvalue) if ups + downs else 1.0
+    differing = ups + downs
+    exact_agrees = (p_value < 0.05) == (verdict != "no difference")
+    return {
+        "diff": float(diff.mean()),
+        "ci_low": low,
+        "ci_high": high,
+        "verdict": verdict,
+        "units": len(per_unit),
+        "units_differing": differing,
+        "sign_test_p": round(p_value, 6),
+        "fragile": not exact_agrees or (verdict != "no difference" and differing < MIN_UNITS),
+    }
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of a table's p-values (family-wise error), in the given order."""
+    order = sorted(range(len(p_values)), key=p_values.__getitem__)
+    adjusted, running = [1.0] * len(p_values), 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
 
 
 def worst_answers(spec: TaskSpec, gold: list, predicted: list, label_range: tuple[float, float]) -> list:

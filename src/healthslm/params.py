@@ -82,6 +82,9 @@ class BaseParams(Block):
 class DataParams(Block):
     datasets: list[str] = Field(default=ALL_DATASETS, min_length=1)
     plugins: list[str] = []  # modules that register extra datasets (see healthslm.data.registry)
+    # seed: the published train/eval files; grouped: re-split so no person (group of overlapping windows)
+    # has records on both sides (leakage.grouped_split)
+    split: Literal["seed", "grouped"] = "seed"
 
 
 class PrepareParams(Block):

@@ -8,13 +8,12 @@ Per task and split: artifacts/records/<dataset>/<task>.<split>.jsonl and .toon (
 from __future__ import annotations
 
 import random
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import toon_format
-from sklearn.model_selection import train_test_split
 
+from healthslm.data.people import grouped_split
 from healthslm.data.registry import DatasetSpec, get_dataset
 from healthslm.errors import HealthSLMError
 from healthslm.io import atomic_dir, read_jsonl, write_json, write_jsonl, write_text
@@ -78,19 +77,29 @@ def available_tasks(datasets: list[str], records_dir: Path) -> list[TaskSpec]:
     return tasks
 
 
-def _strata(records: list[dict], spec: TaskSpec, size: int) -> list[str] | None:
-    """What a limited sample keeps the shares of: the label (continuous: its quintile); classes with a
-    single record pooled, as stratifying needs two of each."""
+def _strata(records: list[dict], spec: TaskSpec, size: int) -> list[str]:
+    """What a limited sample keeps the shares of: the label (continuous: its quintile; text: none)."""
     if spec.label_kind == "text":
-        return None
+        return [""] * len(records)
     if spec.closed:
-        labels = [str(r["label"]) for r in records]
-    else:
-        values = np.array([float(r["label"]) for r in records])
-        edges = np.quantile(values, np.linspace(0, 1, min(5, size) + 1)[1:-1])
-        labels = [str(v) for v in np.searchsorted(edges, values)]
-    counts = Counter(labels)
-    return [label if counts[label] > 1 else "rare" for label in labels]
+        return [str(r["label"]) for r in records]
+    values = np.array([float(r["label"]) for r in records])
+    edges = np.quantile(values, np.linspace(0, 1, min(5, size) + 1)[1:-1])
+    return [str(v) for v in np.searchsorted(edges, values)]
+
+
+def proportional_allocation(counts: dict[str, int], size: int, rng: np.random.Generator) -> dict[str, int]:
+    """How many of `size` each stratum gets: its share rounded down, the rest to the largest remainders
+    (ties in a seeded order), so every stratum is within one of proportional, a class of one included.
+    (scikit-learn's stratified split refuses classes of one; this is its allocation without that limit.)"""
+    total = sum(counts.values())
+    exact = {name: size * count / total for name, count in counts.items()}
+    quota = {name: int(value) for name, value in exact.items()}
+    tie = dict(zip(counts, rng.random(len(counts)), strict=True))
+    by_remainder = sorted(counts, key=lambda name: (quota[name] - exact[name], tie[name]))
+    for name in by_remainder[: size - sum(quota.values())]:
+        quota[name] += 1
+    return quota
 
 
 def eval_sample(records: list[dict], spec: TaskSpec, limit: int | None, seed: int) -> list[dict]:
@@ -100,17 +109,44 @@ def eval_sample(records: list[dict], spec: TaskSpec, limit: int | None, seed: in
     if limit is None or limit >= len(records):
         return records
     strata = _strata(records, spec, limit)
-    try:
-        chosen, _ = train_test_split(
-            range(len(records)), train_size=limit, stratify=strata, random_state=seed
-        )
-    except ValueError:  # fewer rows than classes: a plain seeded sample
-        chosen = random.Random(seed).sample(range(len(records)), limit)
+    members: dict[str, list[int]] = {}
+    for index, stratum in enumerate(strata):
+        members.setdefault(stratum, []).append(index)
+    rng = np.random.default_rng(seed)
+    quota = proportional_allocation({name: len(rows) for name, rows in sorted(members.items())}, limit, rng)
+    chosen = [
+        i for name, rows in sorted(members.items()) for i in rng.choice(rows, quota[name], replace=False)
+    ]
     return [records[i] for i in sorted(chosen)]
+
+
+def training_order(records: list[dict], spec: TaskSpec, params: Params) -> list[dict]:
+    """Train records in the order training takes them (augment explains the same first ones): seeded-random,
+    and with `train.examples_per_task` a seeded, label-stratified draw of that many first (eval's rule), the
+    rest after it to stand in for any left out."""
+    records = list(records)
+    random.Random(f"{params.base.seed}:train:{spec.key}").shuffle(records)
+    if not params.train.examples_per_task:
+        return records
+    drawn = eval_sample(records, spec, params.train.examples_per_task, params.base.seed)
+    chosen = {record["id"] for record in drawn}
+    return drawn + [record for record in records if record["id"] not in chosen]
 
 
 def split_names(out_dir: Path, dataset: str, task: str) -> list[str]:
     return sorted(p.name.split(".")[1] for p in (out_dir / dataset).glob(f"{task}.*.jsonl"))
+
+
+def regroup(loaded: dict, seed: int, echo=print) -> bool:
+    """data.split grouped: every task whose windows form groups re-split by group, in place."""
+    changed = False
+    for task in [task for task, split in loaded if split == "train"]:
+        test = loaded.get((task, "eval"), [])
+        if sides := grouped_split(loaded[(task, "train")], test, seed):
+            loaded[(task, "train")], loaded[(task, "eval")] = sides
+            echo(f"{task}: grouped split, {len(sides[1])} eval records (the seed split had {len(test)})")
+            changed = True
+    return changed
 
 
 def prepare_dataset(spec: DatasetSpec, params: Params, data_dir: Path, out_dir: Path, echo=print) -> None:
@@ -126,11 +162,15 @@ def prepare_dataset(spec: DatasetSpec, params: Params, data_dir: Path, out_dir: 
             echo(reason)
             return
         loaded = spec.load(data_dir / spec.raw_dir)
+        regrouped = params.data.split == "grouped" and regroup(loaded, params.base.seed, echo)
         for (task, split), records in loaded.items():
             write_jsonl(tmp / f"{task}.{split}.jsonl", records)
             write_text(tmp / f"{task}.{split}.toon", toon_format.encode({"records": records}) + "\n")
             echo(f"{spec.name}/{task}.{split}: {len(records)} records")
-        published = spec.fewshot_pools(data_dir / spec.raw_dir) if spec.fewshot_pools else {}
+        # The seed's published pools are drawn from its train split, which a grouped split changes.
+        published = (
+            spec.fewshot_pools(data_dir / spec.raw_dir) if spec.fewshot_pools and not regrouped else {}
+        )
         for task in spec.tasks:
             pools = task_pools(task, loaded[(task.name, "train")], params, published)
             write_json(tmp / f"{task.name}.fewshot.json", pools)

@@ -105,8 +105,9 @@ def question(record: dict, spec: TaskSpec, prompt_format: str) -> str:
 
 
 def answer_continuation(answer: str, context: str) -> str:
-    """The answer as it follows the prompt: the seed's prompts end in a space, ours do not."""
-    return f"{answer}." if context.endswith(" ") else f" {answer}."
+    """The answer as it follows the prompt: after the seed's trailing space, or at the start of the chat
+    template's assistant turn (after its newline), as a word of its own; else after a space."""
+    return f"{answer}." if context[-1:].isspace() else f" {answer}."
 
 
 def _example(record: dict, spec: TaskSpec, prompt_format: str) -> str:

@@ -15,6 +15,7 @@ from healthslm.data.fetch import load_sources
 from healthslm.data.registry import all_tasks, get_dataset
 from healthslm.html import markdown_to_html, untrusted
 from healthslm.io import write_text
+from healthslm.metrics import MIN_UNITS
 from healthslm.models.registry import ModelPreset, resolve_model
 from healthslm.params import Params, public_params
 from healthslm.paths import (
@@ -131,7 +132,7 @@ def results_table(metrics: dict, params: Params, paper_model: str | None) -> lis
             f"| {_labels(result['labels'])} | {with_interval(result['model'], verdict.metric)} "
             f"| {result['invalid_rate']:.1%} | {with_interval(result['majority'], verdict.metric)} "
             f"| {with_interval(result['classical'], verdict.metric)} | {verdict.difference} "
-            f"| **{verdict.verdict}** | {_leak_free(verdict)} | {paper[0]} | {paper[1]} | {protocol} |"
+            f"| {verdict.shown} | {_leak_free(verdict)} | {paper[0]} | {paper[1]} | {protocol} |"
         )
     return lines
 
@@ -502,8 +503,8 @@ def token_table(tokens: dict) -> list[str]:
 def data_section(validations: dict[str, dict]) -> list[str]:
     sources = load_sources()
     lines = [
-        "| dataset | source | license | GX suites | rows (train / eval) | gate | leakage (eval in train) "
-        "| Data Docs |",
+        "| dataset | source | license | GX suites | rows (train / eval) | gate "
+        "| leakage (eval rows in train, per task) | Data Docs |",
         "|---|---|---|--:|---|---|---|---|",
     ]
     for name, summary in validations.items():
@@ -521,10 +522,11 @@ def data_section(validations: dict[str, dict]) -> list[str]:
             if s.endswith(".train")
         )
         leaks = ", ".join(
-            f"{v['rate']:.1%} ({v['exact']} exact, {v['near']} near"
+            f"{key.removeprefix(name + '_')} {v['rate']:.1%} ({v['exact']} exact, {v['near']} near"
             + (f"; {v['cross_task']} in another task's train" if v.get("cross_task") else "")
+            + (f"; {v['shared_readings']} share days of readings" if v.get("shared_readings") else "")
             + ")"
-            for v in summary["leakage"].values()
+            for key, v in summary["leakage"].items()
         )
         gate = "pass" if summary["success"] else "FAIL"
         docs = f"[docs]({DOCS_DIR.relative_to('reports')}/{name}/index.html)"
@@ -585,12 +587,23 @@ def render(
         )
         + "Brackets: 95 % percentile bootstrap. The verdict reads the interval of the model − baseline "
         "difference paired on the same rows (better / worse when it excludes zero), against the better of "
-        "the two baselines. Resampling unit: a row, except where inputs overlap — PMData's 14-day windows "
-        "slide by days, so neighbouring windows share most of their readings; there whole clusters of "
-        "overlapping windows are resampled (rows sharing three consecutive daily readings of a series), "
-        "which widens the intervals to what the data can support. Leak-free rows: those with no exact or "
+        "the two baselines. Resampling unit: a row, except where one person's rows can be recovered — "
+        "PMData's 14-day windows slide by a day, and windows linked by three consecutive daily readings of "
+        "a series, over train and eval together, form 19 groups (the dataset has 16 participants); there "
+        "whole groups are resampled, which widens the intervals to what the data can support. Each verdict "
+        f"also counts the units whose answers differ; it is marked fragile when fewer than {MIN_UNITS} "
+        "carry it or an exact sign test over those units reads otherwise. "
+        f"Data split: `{params.data.split}`"
+        + (
+            " (HealthSLM-Bench's files: on PMData nearly every eval window shares days of readings with a "
+            "train window of the same person; `data.split: grouped` keeps each person on one side). "
+            if params.data.split == "seed"
+            else " (no person's windows on both sides of the split). "
+        )
+        + "Leak-free rows: those with no exact or "
         f"near copy (TF-IDF cosine ≥ {params.validate_.near_duplicate_similarity}) in the task's train "
-        "split, and no copy of their readings in another task's train split of the same dataset (AW_FB's "
+        "split, no three consecutive days of readings shown by a train row, and no copy of their readings "
+        "in another task's train split of the same dataset (AW_FB's "
         "calories prompts show the activity type of the same minutes).",
         "",
         *results_table(metrics, params, preset.paper_name),

@@ -66,7 +66,7 @@ def _row(verdict: Verdict, result: dict) -> str:
         f"| {verdict.task} | {verdict.metric} {arrow} | {verdict.mode} | {model} "
         f"| {result['majority'][verdict.metric]:.3f} | {result['classical'][verdict.metric]:.3f} "
         f"| {verdict.difference} "
-        f"| **{verdict.verdict}** | {leak_free} |"
+        f"| {verdict.shown} | {leak_free} |"
     )
 
 

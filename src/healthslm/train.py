@@ -49,7 +49,7 @@ from healthslm.paths import (
     TRAINING_FILE,
     WANDB_ROOT,
 )
-from healthslm.prepare import available_tasks, eval_sample, read_records
+from healthslm.prepare import available_tasks, read_records, training_order
 from healthslm.prompts import answer_continuation, build_context
 from healthslm.resources import cpu_name, peak_rss_mb
 from healthslm.tasks import TaskSpec
@@ -94,22 +94,10 @@ def _answer_room(prompt: str, tokenizer, use_chat: bool, max_length: int) -> int
 
 def _within_length(prompt: str, answer: str, tokenizer, room: int) -> tuple[str, bool]:
     """(the answer, whether it was cut) within `room` tokens after its prompt."""
-    if prompt.endswith(" "):  # the seed's prompts end in the space the answer would start with
-        answer = answer.lstrip(" ")
+    if prompt[-1:].isspace():  # the seed's trailing space, or the assistant turn's newline: no space before
+        answer = answer.lstrip(" ")  # the answer (as answer_continuation gives the scorer)
     answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
     return (tokenizer.decode(answer_ids[:room]), True) if len(answer_ids) > room else (answer, False)
-
-
-def _draw_order(records: list[dict], spec: TaskSpec, params: Params) -> list[dict]:
-    """Records in the order training takes them: seeded-random, and with `examples_per_task` a seeded,
-    label-stratified draw of that many first (eval's rule), the rest after it to stand in for any left out."""
-    records = list(records)
-    random.Random(f"{params.base.seed}:train:{spec.key}").shuffle(records)
-    if not params.train.examples_per_task:
-        return records
-    drawn = eval_sample(records, spec, params.train.examples_per_task, params.base.seed)
-    chosen = {record["id"] for record in drawn}
-    return drawn + [record for record in records if record["id"] not in chosen]
 
 
 def training_examples(
@@ -129,7 +117,7 @@ def training_examples(
         raise HealthSLMError(f"params.yaml: train.datasets: {', '.join(unknown)} not in data.datasets")
     examples, counts = [], {}
     for spec in available_tasks(datasets, records_dir):
-        records = _draw_order(read_records(records_dir, spec.dataset, spec.name, "train"), spec, params)
+        records = training_order(read_records(records_dir, spec.dataset, spec.name, "train"), spec, params)
         responses = kept_responses(spec, augmented_dir) if train.targets != "label" else {}
         count = dict.fromkeys(TARGET_COUNTS, 0)
         for record in records:
@@ -531,7 +519,7 @@ def _fit(
         "steps": trainer.state.global_step,
         "resumed_from_step": resumed_step,
         "examples": len(examples),
-        "train_loss": round(result.training_loss, 4),
+        "train_loss": round(mean_step_loss(result.training_loss, trainer.state, resumed_step), 4),
         "tokens_per_s": round(live_callback.tokens / max(live_callback.seconds, 1e-9), 1),
         "answer_tokens": live_callback.answer_tokens,  # trained on in this process (since any resume)
         "runtime_s": round(runtime, 1),
@@ -571,6 +559,16 @@ def _fit(
         shutil.rmtree(checkpoint, ignore_errors=True)
     write_json(final / TRAINING_FILE, training)  # last: its presence marks the run finished
     return training
+
+
+def mean_step_loss(training_loss: float, state, resumed_step: int) -> float:
+    """The mean loss over every step of the run. After a resume the Trainer's `training_loss` covers only the
+    steps since the resume (older transformers divided their sum by all steps); the log history it restored
+    from the checkpoint holds every step's loss (logged each step), so a resumed run's mean is taken there."""
+    if not resumed_step:
+        return training_loss
+    losses = {entry["step"]: entry["loss"] for entry in state.log_history if "loss" in entry}
+    return sum(losses.values()) / len(losses)
 
 
 def _finish_wandb(summary: dict, project: str) -> dict | None:

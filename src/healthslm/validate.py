@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from healthslm.data.loaders import RECORD_FIELDS
+from healthslm.data.people import shared_readings
 from healthslm.data.readings import column_readings, text_readings
 from healthslm.data.registry import get_dataset
 from healthslm.errors import HealthSLMError
@@ -233,7 +234,9 @@ def _leakage(spec: TaskSpec, records_dir: Path, params: Params) -> dict:
     copied = set().union(
         *(copies_across_tasks(test, read_records(records_dir, spec.dataset, t.name, "train")) for t in others)
     )
-    return found | {"cross_task": len(copied)}  # readings of eval rows shown in another task's train prompts
+    # cross_task: readings of eval rows shown in another task's train prompts; shared_readings: eval rows
+    # showing three consecutive days of readings that a train row shows too (the same person's days)
+    return found | {"cross_task": len(copied), "shared_readings": len(shared_readings(test, train))}
 
 
 def validate(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from healthslm.data.registry import all_tasks
-from healthslm.metrics import LOWER_IS_BETTER
+from healthslm.metrics import direction, holm
 from healthslm.plots import pyplot, save_png
 
 BASELINES = ("majority", "classical")
@@ -38,6 +38,16 @@ class Verdict:
     leak_free_model: float | None
     leak_free_baseline: float | None
     leak_free_verdict: str | None
+    units: int = 0  # resampling units (people, or rows) among the n rows
+    units_differing: int = 0  # units whose model and baseline answers differ
+    sign_test_p: float = 1.0  # exact sign test over the differing units
+    fragile: bool = False  # fewer than metrics.MIN_UNITS units carry it, or the sign test reads otherwise
+
+    @property
+    def shown(self) -> str:
+        """ "**better** (7/18 units, fragile)": the verdict and how many independent units carry it."""
+        fragile = ", fragile" if self.fragile else ""
+        return f"**{self.verdict}** ({self.units_differing}/{self.units} units{fragile})"
 
     @property
     def difference(self) -> str:
@@ -46,7 +56,7 @@ class Verdict:
 
     @property
     def lower_is_better(self) -> bool:
-        return self.metric in LOWER_IS_BETTER
+        return direction(self.metric) == "lower"
 
     def gain(self) -> tuple[float, float, float]:
         """(value, low, high) of the improvement over the baseline, positive = better: accuracy points,
@@ -66,7 +76,7 @@ def with_interval(result: dict, metric: str) -> str:
 
 def best_baseline(result: dict, metric: str) -> str:
     values = {name: result[name][metric] for name in BASELINES if metric in result.get(name, {})}
-    pick = min if metric in LOWER_IS_BETTER else max
+    pick = min if direction(metric) == "lower" else max
     return pick(values, key=values.__getitem__)
 
 
@@ -98,6 +108,10 @@ def task_verdicts(metrics: dict, modes: list[str]) -> list[Verdict]:
                     leak_free.get("model"),
                     leak_free.get(name),
                     free.get("verdict"),
+                    paired.get("units", 0),
+                    paired.get("units_differing", 0),
+                    paired.get("sign_test_p", 1.0),
+                    paired.get("fragile", False),
                 )
             )
     return out
@@ -134,10 +148,22 @@ def verdict_figure(verdicts: list[Verdict], path: Path) -> bool:
 
 
 def verdict_summary(verdicts: list[Verdict]) -> list[str]:
-    """Plain sentences: per verdict, the tasks and modes it holds for."""
+    """Plain sentences: per verdict, the tasks and modes it holds for; then the fragile ones, and the
+    reading adjusted for the table's many verdicts (Holm over their sign tests)."""
     lines = []
     for word, label in SENTENCES.items():
         if chosen := [v for v in verdicts if v.verdict == word]:
-            items = ", ".join(f"{v.task} ({v.mode})" for v in chosen)
+            items = ", ".join(f"{v.task} ({v.mode})" + (" fragile" if v.fragile else "") for v in chosen)
             lines.append(f"- **{label}** at 95 % ({len(chosen)} of {len(verdicts)}): {items}.")
+    if verdicts:
+        adjusted = holm([v.sign_test_p for v in verdicts])
+        kept = [
+            v for v, p in zip(verdicts, adjusted, strict=True) if v.verdict != "no difference" and p < 0.05
+        ]
+        plain = sum(v.verdict != "no difference" for v in verdicts)
+        items = ", ".join(f"{v.task} ({v.mode}) {v.verdict}" for v in kept) or "none"
+        lines.append(
+            f"- **Adjusted for {len(verdicts)} verdicts** (Holm over exact sign tests on the differing "
+            f"units): {len(kept)} of the {plain} better/worse verdicts hold at 5 %: {items}."
+        )
     return lines
