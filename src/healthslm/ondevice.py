@@ -193,8 +193,13 @@ def closed_task_items(
     return out
 
 
-def task_metrics(spec: TaskSpec, gold: list, predicted: list, params: Params) -> dict:
-    return metrics.score_answers(spec, gold, predicted, params.eval.bootstrap_samples, params.base.seed)
+def task_metrics(spec: TaskSpec, rows: list[dict], predicted: list, params: Params) -> dict:
+    """Accuracy of `predicted` on the ft rows, resampled by the units evaluate recorded (people, or rows)."""
+    units = [row.get("unit") for row in rows]
+    groups = np.array(units) if units and None not in units else None
+    gold = [row["gold"] for row in rows]
+    samples, seed = params.eval.bootstrap_samples, params.base.seed
+    return metrics.score_answers(spec, gold, predicted, samples, seed, groups)
 
 
 def ondevice(
@@ -251,10 +256,9 @@ def _accuracy(tasks, scores: list[list[float]] | None, params: Params) -> dict:
     """Per task: the metric with its CI, and (for a GGUF) agreement with the HF model's answers."""
     out, offset = {}, 0
     for spec, rows, items in tasks:
-        gold = [row["gold"] for row in rows]
         hf = [row["answer"] for row in rows]
         if scores is None:
-            out[spec.key] = task_metrics(spec, gold, hf, params)
+            out[spec.key] = task_metrics(spec, rows, hf, params)
             continue
         chosen = [
             spec.parse_label(spec.label_space[int(np.argmax(s))])
@@ -262,7 +266,7 @@ def _accuracy(tasks, scores: list[list[float]] | None, params: Params) -> dict:
         ]
         offset += len(items)
         agreement = float(np.mean([str(a) == str(b) for a, b in zip(chosen, hf, strict=True)]))
-        out[spec.key] = task_metrics(spec, gold, chosen, params) | {"agreement_with_hf": agreement}
+        out[spec.key] = task_metrics(spec, rows, chosen, params) | {"agreement_with_hf": agreement}
     return out
 
 
