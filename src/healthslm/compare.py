@@ -442,7 +442,9 @@ def plot_images(base: Rev, target: Rev, images_dir: Path) -> list[tuple[str, lis
     plots = []
     for number, (name, entries) in enumerate(sorted(json.loads(out).get("data", {}).items())):
         files = []
-        if entries and entries[0]["type"] == "image":
+        if not entries:  # a plot neither revision has data for (an eval mode neither ran)
+            continue
+        if entries[0]["type"] == "image":
             contents = {Path(e["url"]).read_bytes() for e in entries if Path(e["url"]).exists()}
             if len(contents) < 2 and len(entries) > 1:
                 continue
