@@ -20,9 +20,11 @@ import yaml
 
 from healthslm.augment import augment
 from healthslm.augmented import explanation, stated_label
+from healthslm.data.registry import all_tasks
 from healthslm.errors import HealthSLMError
 from healthslm.judge import judge
 from healthslm.params import Params, parse_params
+from healthslm.prepare import read_records, training_order
 from healthslm.tasks import BUILTIN_TASKS
 from healthslm.validate_augmented import read_augmented, validate_augmented
 from tests.fault_endpoint import FAULTS, fault_endpoint, listener
@@ -83,6 +85,14 @@ def test_augment_caches_every_response_and_the_gate_checks_the_kept_ones(all_rec
         assert all(row["augmentation"]["provider"] for row in rows)
     assert all(row["reason"] for row in rejected)
     assert (tmp_path / "augmented" / "dreaddit" / "stress.train.toon").exists()
+    # The records explained are the ones training takes first; before issue 30, the first in file order.
+    for key in ("pubmedqa_answer", "pmdata_fatigue"):
+        spec = all_tasks()[key]
+        train = read_records(all_records, spec.dataset, spec.name, "train")
+        drawn = [record["id"] for record in training_order(train, spec, settings)[:3]]
+        explained = [row["record_id"] for row in kept.get(key, [])]
+        explained += [row["id"] for row in rejected if row["task"] == key]
+        assert sorted(explained) == sorted(drawn) and drawn != [record["id"] for record in train[:3]], key
 
     again = augment(settings, **paths, echo=lambda _: None)
     assert again["http_requests"] == 0 and again["cache_hits"] == 6 and again["cache_hit_rate"] == 1.0

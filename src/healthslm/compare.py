@@ -97,8 +97,10 @@ def arrow(metric: str) -> str:
 
 
 def verdict(metric: str, old, new) -> str:
-    if not isinstance(old, int | float) or not isinstance(new, int | float) or old == new:
+    if old == new:
         return "="
+    if not isinstance(old, int | float) or not isinstance(new, int | float):
+        return "≠ changed"  # a text value (train.targets), or one side missing
     if (way := direction(metric)) is None:
         return "≠ changed"
     return "▲ better" if (new < old) == (way == "lower") else "▼ worse"
@@ -127,7 +129,7 @@ def task_table(diff: dict[str, dict]) -> list[str]:
             mode, task, system, metric = parts
             rows.setdefault((mode, task, metric), {})[system] = change
     lines = [
-        "| mode | task | metric | model, base | model, target [95% CI] | Δ | | majority | classical |",
+        "| mode | task | metric | model, base | model, target [95% CI] | Δ | | constant | classical |",
         "|---|---|---|--:|--:|--:|---|--:|--:|",
     ]
     for (mode, task, metric), systems in sorted(rows.items()):
@@ -251,8 +253,10 @@ def _change_row(mode: str, task: str, name: str, diff: dict[str, dict], change: 
     old, new = diff[_key(mode, task, name)].get("old"), diff[_key(mode, task, name)].get("new")
     interval = "—"
     if change:
+        fragile = ", fragile" if change["fragile"] else ""
         interval = (
-            f"{change['diff']:+.3f} [{change['ci_low']:+.3f}, {change['ci_high']:+.3f}] ({change['n']})"
+            f"{change['diff']:+.3f} [{change['ci_low']:+.3f}, {change['ci_high']:+.3f}] ({change['n']} rows, "
+            f"{change['units_differing']}/{change['units']} units differ{fragile})"
         )
     verdicts = " · ".join(
         f"{k.split('.')[3]}: {diff[k].get('old') or '—'} → {diff[k].get('new') or '—'}"
@@ -271,7 +275,7 @@ def changes_table(
     """The task rows whose headline metric, invalid rate or verdict moved beyond noise; a row of a mode whose
     numerics changed is marked ⚠ (that change may be the numerics', not the revision's)."""
     lines = [
-        "| mode | task | metric | base | target | Δ | change, paired 95% CI (rows) "
+        "| mode | task | metric | base | target | Δ | change, paired 95% CI (rows, units) "
         "| verdict vs baselines, base → target |",
         "|---|---|---|--:|--:|--:|---|---|",
     ]

@@ -112,7 +112,7 @@ def results_table(metrics: dict, params: Params, paper_model: str | None) -> lis
     table = paper_reference()
     tasks = all_tasks()
     lines = [
-        "| mode | task | metric | n | labels scored | model [95% CI] | invalid | majority [95% CI] "
+        "| mode | task | metric | n | labels scored | model [95% CI] | invalid | constant [95% CI] "
         "| classical [95% CI] | model − best baseline [paired 95% CI] | verdict | leak-free rows: model vs "
         f"baseline | paper, {paper_model or 'same model'} | paper, SLM mean | protocol vs the paper |",
         "|---|---|---|--:|---|---|--:|---|---|---|---|---|--:|--:|---|",

@@ -40,8 +40,9 @@ def _run_line(
     cpu = next((row["cpu"] for row in efficiency.values() if row.get("cpu")), "an unrecorded CPU")
     line = (
         f"Made by `dvc repro` from {origin}, with params.yaml as committed there: model "
-        f"`{params.model}` ({preset.provenance}); modes {modes}; {rows} (seeded, label-stratified, the "
-        f"same rows in every mode); answer strategy `{params.eval.strategy}`; `{params.eval.prompt_format}` "
+        f"`{params.model}` ({preset.provenance}); modes {modes}; data split `{params.data.split}`; {rows} "
+        "(seeded, label-stratified, the same rows in every mode; intervals resampled by person on PMData, by "
+        f"row elsewhere); answer strategy `{params.eval.strategy}`; `{params.eval.prompt_format}` "
         f"prompts{' in the chat template' if params.eval.chat_template else ''} zero- and few-shot"
     )
     if training:
@@ -72,7 +73,7 @@ def _row(verdict: Verdict, result: dict) -> str:
 
 def results_table(metrics: dict, verdicts: list[Verdict]) -> list[str]:
     lines = [
-        "| task | metric | mode | model [95% CI] | majority | classical "
+        "| task | metric | mode | model [95% CI] | constant | classical "
         "| model − best baseline [paired 95% CI] | verdict | leak-free rows: verdict |",
         "|---|---|---|---|--:|--:|---|---|---|",
     ]

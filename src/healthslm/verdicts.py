@@ -51,8 +51,13 @@ class Verdict:
 
     @property
     def difference(self) -> str:
-        """The paired difference as the tables show it: "-0.160 [-0.368, +0.000] vs majority"."""
-        return f"{self.diff:+.3f} [{self.low:+.3f}, {self.high:+.3f}] vs {self.baseline}"
+        """The paired difference as the tables show it: "-0.160 [-0.368, +0.000] vs constant"."""
+        return f"{self.diff:+.3f} [{self.low:+.3f}, {self.high:+.3f}] vs {self.baseline_name}"
+
+    @property
+    def baseline_name(self) -> str:
+        """ "constant" (the majority class, or the train median of a number) or "classical"."""
+        return "constant" if self.baseline == "majority" else self.baseline
 
     @property
     def lower_is_better(self) -> bool:
@@ -133,7 +138,7 @@ def verdict_figure(verdicts: list[Verdict], path: Path) -> bool:
         if abs(value) > LIMIT:
             axis.annotate(f"{value:.0f}", (math.copysign(LIMIT, value), row), fontsize=6, va="bottom",
                           ha="left" if value < 0 else "right")  # fmt: skip
-    labels = [f"{v.mode} {v.task} vs {v.baseline}" for v in reversed(verdicts)]
+    labels = [f"{v.mode} {v.task} vs {v.baseline_name}" for v in reversed(verdicts)]
     axis.set_yticks(range(len(verdicts)), labels, fontsize=7)
     axis.axvline(0, color="black", linewidth=0.8)
     axis.set_xlim(-LIMIT * 1.05, LIMIT * 1.05)
