@@ -138,7 +138,7 @@ def test_committed_studies_are_valid_and_name_their_budget():
     from tests.conftest import ROOT
 
     names = sorted(p.stem for p in (ROOT / STUDIES_DIR).glob("*.yaml"))
-    assert names == ["mental-augmented", "pmdata-full"]
+    assert names == ["mental-augmented", "pmdata-full", "pmdata-grouped"]
     studies = {name: load_study(name, ROOT) for name in names}
     assert (
         studies["pmdata-full"].params["train.lora.r"] == 8
@@ -148,6 +148,7 @@ def test_committed_studies_are_valid_and_name_their_budget():
         "label",
         "augmented",
     }
+    assert {v["data.split"] for v in studies["pmdata-grouped"].variants.values()} == {"seed", "grouped"}
     assert all(s.estimate.cpu_2_cores_h <= 2.5 and s.subset for s in studies.values())
 
 
