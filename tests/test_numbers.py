@@ -82,7 +82,7 @@ def test_a_continuous_label_is_sampled_across_its_range(all_records):
 
 def test_overlapping_windows_are_resampled_together(pmdata_records):
     split = read_records(pmdata_records, "pmdata", "stress", "eval")
-    groups = overlap_groups(split, "pmdata")
+    groups = overlap_groups(split)
     assert groups is not None and 20 < len(set(groups)) < len(split) / 3
     # Ten copies of each of five values: rows resampled one by one understate the spread.
     values = np.repeat([0.0, 1.0, 0.0, 1.0, 1.0], 10)
@@ -90,7 +90,7 @@ def test_overlapping_windows_are_resampled_together(pmdata_records):
     row_low, row_high = mean_ci(values, 2000, 0)
     low, high = mean_ci(values, 2000, 0, clusters)
     assert high - low > 2 * (row_high - row_low)
-    assert overlap_groups(read_records(pmdata_records, "pmdata", "stress", "train")[:1], "pmdata") is None
+    assert overlap_groups(read_records(pmdata_records, "pmdata", "stress", "train")[:1]) is None
 
 
 def test_pmdata_people_are_recovered_and_a_grouped_split_keeps_each_on_one_side(pmdata_records):
@@ -102,7 +102,7 @@ def test_pmdata_people_are_recovered_and_a_grouped_split_keeps_each_on_one_side(
         train = read_records(pmdata_records, "pmdata", task, "train")
         test = read_records(pmdata_records, "pmdata", task, "eval")
         assert len(shared_readings(test, train)) == 298
-        assert len(set(overlap_groups(train + test, "pmdata"))) == 19
+        assert len(set(overlap_groups(train + test))) == 19
         new_train, new_eval = grouped_split(train, test, seed=42)
         assert shared_readings(new_eval, new_train) == set() and abs(len(new_eval) - len(test)) <= 10
         assert len(new_train) + len(new_eval) == len(train) + len(test)

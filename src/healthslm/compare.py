@@ -165,12 +165,7 @@ def _predictions(rev: Rev, mode: str, task: str) -> dict[str, dict] | None:
 
 def _resampling(rev: Rev) -> tuple[int, int]:
     """The revision's eval.bootstrap_samples and base.seed: a change is resampled as its evaluation was."""
-    if rev.sha is None:
-        text = PARAMS_FILE.read_text() if PARAMS_FILE.exists() else ""
-    else:
-        shown = ["git", "show", f"{rev.sha}:{PARAMS_FILE}"]
-        text = subprocess.run(shown, capture_output=True, text=True).stdout
-    raw, defaults = yaml.safe_load(text) or {}, Params()
+    raw, defaults = yaml.safe_load(_text_at(rev, PARAMS_FILE) or "") or {}, Params()
     samples = (raw.get("eval") or {}).get("bootstrap_samples", defaults.eval.bootstrap_samples)
     return int(samples), int((raw.get("base") or {}).get("seed", defaults.base.seed))
 
@@ -197,8 +192,7 @@ def paired_change(base: Rev, target: Rev, mode: str, task: str) -> dict | None:
         return None
     common = sorted(new)
     gold = [new[i]["gold"] for i in common]
-    units = [new[i].get("unit") for i in common]
-    groups = np.array(units) if None not in units else None
+    groups = metrics.row_units([new[i] for i in common])
     samples, seed = _resampling(target)
 
     def losses(rows: dict) -> np.ndarray:
@@ -318,12 +312,18 @@ def params_table(diff: dict[str, dict]) -> list[str]:
     return lines if len(lines) > 2 else ["No parameter changed."]
 
 
+def _text_at(rev: Rev, path: Path) -> str | None:
+    """A git-tracked file as the revision has it (the workspace's file for no revision); None if absent."""
+    if rev.sha is None:
+        return path.read_text(encoding="utf-8") if path.exists() else None
+    shown = subprocess.run(["git", "show", f"{rev.sha}:{path.as_posix()}"], capture_output=True, text=True)
+    return shown.stdout if shown.returncode == 0 else None
+
+
 def _json_at(rev: Rev, path: Path) -> dict | None:
     """A git-tracked JSON report as the revision has it (the workspace's file for no revision)."""
-    if rev.sha is None:
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-    shown = subprocess.run(["git", "show", f"{rev.sha}:{path.as_posix()}"], capture_output=True, text=True)
-    return json.loads(shown.stdout) if shown.returncode == 0 else None
+    text = _text_at(rev, path)
+    return json.loads(text) if text is not None else None
 
 
 def _training_summary(rev: Rev) -> dict | None:

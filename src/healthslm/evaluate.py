@@ -68,7 +68,7 @@ def eval_set(spec: TaskSpec, records_dir: Path, params: Params) -> EvalSet:
     groups = None
     # Over train and eval together: one person's eval windows linked only through a train window between
     # them are still one person.
-    if (by_row := overlap_groups(train + split, spec.dataset)) is not None:
+    if (by_row := overlap_groups(train + split)) is not None:
         unit = {record["id"]: group for record, group in zip(train + split, by_row, strict=True)}
         groups = np.array([unit[record["id"]] for record in test])
     others = [

@@ -139,9 +139,8 @@ class NumberDecoder:
         self.model, self.tokenizer, self.max_tokens = model, tokenizer, max_tokens
         pieces = {i: tokenizer.convert_tokens_to_string([t]) for t, i in tokenizer.get_vocab().items()}
         self.pieces = pieces
-        self.digits = [
-            i for i, p in pieces.items() if p.isascii() and p.isdigit()
-        ]  # not "²", which float() refuses
+        # ASCII only: "²" passes str.isdigit, and float() refuses it
+        self.digits = [i for i, p in pieces.items() if p.isascii() and p.isdigit()]
         self.point = [i for i, p in pieces.items() if p == "."]
         self.space = [i for i, p in pieces.items() if p == " "]
 

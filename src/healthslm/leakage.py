@@ -76,7 +76,8 @@ def leaked_ids(
     person's same days): what the leak-free figures leave out."""
     found = find_leaks(own_train, test, similarity, examples=len(test))
     leaked = {example["eval_id"] for example in found["examples"]}
+    for train in other_train:
+        leaked |= copies_across_tasks(test, train)
     for train in [own_train, *other_train]:
-        leaked |= copies_across_tasks(test, train) if train is not own_train else set()
         leaked |= shared_readings(test, train)
     return leaked

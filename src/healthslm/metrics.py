@@ -2,7 +2,7 @@
 
 Resampling unit: a row, or a group of rows of one person (PMData's 14-day windows slide by a day, so one
 person's windows are not independent draws; resampling them one by one gives intervals too narrow). The
-groups are recovered over train and eval together (leakage.overlap_groups), not within the eval rows.
+groups are recovered over train and eval together (data/people.py), not within the eval rows.
 The bootstrap is written here because scipy's `bootstrap` resamples rows, not clusters.
 """
 
@@ -92,6 +92,12 @@ def unit_sums(values: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
     return np.bincount(inverse, weights=values)
 
 
+def row_units(rows: list[dict]) -> np.ndarray | None:
+    """The resampling units evaluate wrote into its prediction rows (`unit`), or None: row by row."""
+    units = [row.get("unit") for row in rows]
+    return np.array(units) if units and None not in units else None
+
+
 def paired(
     spec: TaskSpec,
     model: np.ndarray,
@@ -112,8 +118,8 @@ def paired(
     verdict = "better" if good_low > 0 else "worse" if good_high < 0 else "no difference"
     per_unit = unit_sums(diff, groups)
     ups, downs = int((per_unit > 1e-12).sum()), int((per_unit < -1e-12).sum())
-    p_value = float(binomtest(ups, ups + downs).pvalue) if ups + downs else 1.0
     differing = ups + downs
+    p_value = float(binomtest(ups, differing).pvalue) if differing else 1.0
     exact_agrees = (p_value < 0.05) == (verdict != "no difference")
     return {
         "diff": float(diff.mean()),

@@ -195,11 +195,9 @@ def closed_task_items(
 
 def task_metrics(spec: TaskSpec, rows: list[dict], predicted: list, params: Params) -> dict:
     """Accuracy of `predicted` on the ft rows, resampled by the units evaluate recorded (people, or rows)."""
-    units = [row.get("unit") for row in rows]
-    groups = np.array(units) if units and None not in units else None
     gold = [row["gold"] for row in rows]
     samples, seed = params.eval.bootstrap_samples, params.base.seed
-    return metrics.score_answers(spec, gold, predicted, samples, seed, groups)
+    return metrics.score_answers(spec, gold, predicted, samples, seed, metrics.row_units(rows))
 
 
 def ondevice(

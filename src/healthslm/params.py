@@ -83,7 +83,7 @@ class DataParams(Block):
     datasets: list[str] = Field(default=ALL_DATASETS, min_length=1)
     plugins: list[str] = []  # modules that register extra datasets (see healthslm.data.registry)
     # seed: the published train/eval files; grouped: re-split so no person (group of overlapping windows)
-    # has records on both sides (leakage.grouped_split)
+    # has records on both sides (data/people.py)
     split: Literal["seed", "grouped"] = "seed"
 
 

@@ -104,10 +104,16 @@ def question(record: dict, spec: TaskSpec, prompt_format: str) -> str:
     return f"{record['instruction']}\n{record['input']}"
 
 
+def starts_a_word(context: str) -> bool:
+    """Whether an answer after `context` starts without a space: after the seed's trailing space, or at the
+    start of the chat template's assistant turn (after its newline)."""
+    return context[-1:].isspace()
+
+
 def answer_continuation(answer: str, context: str) -> str:
-    """The answer as it follows the prompt: after the seed's trailing space, or at the start of the chat
-    template's assistant turn (after its newline), as a word of its own; else after a space."""
-    return f"{answer}." if context[-1:].isspace() else f" {answer}."
+    """The answer as it follows the prompt: a word of its own where the context ends in white space, else
+    after a space."""
+    return f"{answer}." if starts_a_word(context) else f" {answer}."
 
 
 def _example(record: dict, spec: TaskSpec, prompt_format: str) -> str:

@@ -50,7 +50,7 @@ from healthslm.paths import (
     WANDB_ROOT,
 )
 from healthslm.prepare import available_tasks, read_records, training_order
-from healthslm.prompts import answer_continuation, build_context
+from healthslm.prompts import answer_continuation, build_context, starts_a_word
 from healthslm.resources import cpu_name, peak_rss_mb
 from healthslm.tasks import TaskSpec
 
@@ -94,8 +94,8 @@ def _answer_room(prompt: str, tokenizer, use_chat: bool, max_length: int) -> int
 
 def _within_length(prompt: str, answer: str, tokenizer, room: int) -> tuple[str, bool]:
     """(the answer, whether it was cut) within `room` tokens after its prompt."""
-    if prompt[-1:].isspace():  # the seed's trailing space, or the assistant turn's newline: no space before
-        answer = answer.lstrip(" ")  # the answer (as answer_continuation gives the scorer)
+    if starts_a_word(prompt):  # as answer_continuation gives the scorer
+        answer = answer.lstrip(" ")
     answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
     return (tokenizer.decode(answer_ids[:room]), True) if len(answer_ids) > room else (answer, False)
 

@@ -37,7 +37,7 @@ def shared_readings(test: list[dict], train: list[dict], run: int = RUN) -> set[
     return {record["id"] for record in test if _runs(record, run) & seen}
 
 
-def overlap_groups(records: list[dict], dataset: str, run: int = RUN) -> list[int] | None:
+def overlap_groups(records: list[dict], run: int = RUN) -> list[int] | None:
     """Clusters of records whose windows overlap: two records share a cluster when a series shows the same
     `run` consecutive non-zero readings in both, directly or through other records. Over a dataset's train
     and eval windows together these are its people (PMData: 19 groups for 16 participants). None when no two
@@ -63,7 +63,7 @@ def grouped_split(train: list[dict], test: list[dict], seed: int) -> tuple[list[
     sides, with about as many eval records as the seed split had. Groups are named by their readings, so
     every task of a dataset built from the same windows gets the same split. None: no groups to keep."""
     records = train + test
-    groups = overlap_groups(records, "")
+    groups = overlap_groups(records)
     if groups is None:
         return None
     members: dict[int, list[int]] = {}
@@ -71,8 +71,8 @@ def grouped_split(train: list[dict], test: list[dict], seed: int) -> tuple[list[
         members.setdefault(group, []).append(index)
 
     def name(group: int) -> str:
-        runs = sorted(min(_runs(records[i], RUN), default=()) for i in members[group])
-        return hashlib.sha256(f"{seed}:{runs[0]}".encode()).hexdigest()
+        first = min(min(_runs(records[i], RUN), default=()) for i in members[group])
+        return hashlib.sha256(f"{seed}:{first}".encode()).hexdigest()
 
     chosen, size = set(), 0
     for group in sorted(members, key=name):  # a seeded order of the groups, the same for every task
