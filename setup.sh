@@ -3,6 +3,8 @@
 # Idempotent.
 #   bash setup.sh         runtime only
 #   bash setup.sh --dev   plus test and lint tools
+#   bash setup.sh --cuda  torch built for CUDA even where nvidia-smi sees no GPU (an NVIDIA GPU picks it anyway)
+#   bash setup.sh --plan  print what would be installed and why (torch build and index, llama.cpp flags), no more
 #   bash setup.sh --llama-cmake-args   print the llama.cpp build flags chosen for this CPU, install nothing
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -29,23 +31,60 @@ llama_cmake_args() {
   fi
   echo "$args ${HEALTHSLM_LLAMA_CMAKE_ARGS:-}"
 }
-if [[ "${1:-}" == "--llama-cmake-args" ]]; then llama_cmake_args; exit 0; fi
-extras=""
-[[ "${1:-}" == "--dev" ]] && extras="[dev]"
+extras="" cuda=0 plan=0
+for arg in "$@"; do
+  case "$arg" in
+    --llama-cmake-args) llama_cmake_args; exit 0 ;;
+    --dev) extras="[dev]" ;;
+    --cuda) cuda=1 ;;
+    --plan) plan=1 ;;
+    *) echo "setup.sh: unknown option $arg (--dev, --cuda, --plan, --llama-cmake-args)" >&2; exit 2 ;;
+  esac
+done
+
+# torch: the CUDA build where asked or where an NVIDIA GPU answers nvidia-smi, else the CPU build; the same
+# version either way (constraints.txt pins the version, not the build). PyPI serves only CUDA builds (GBs).
+torch_version=$(sed -n 's/^torch==//p' constraints.txt)
+gpu=$(nvidia-smi -L 2>/dev/null | head -n1 || true)
+if [[ $cuda == 1 || -n "$gpu" ]]; then
+  torch_variant="CUDA (${HEALTHSLM_TORCH_CUDA:-cu128})"
+  torch_index="${HEALTHSLM_TORCH_INDEX:-https://download.pytorch.org/whl/${HEALTHSLM_TORCH_CUDA:-cu128}}"
+  torch_why=${gpu:+"nvidia-smi: $gpu"}
+  torch_why=${torch_why:-"--cuda"}
+else
+  torch_variant=CPU
+  torch_index="${HEALTHSLM_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
+  torch_why="no NVIDIA GPU answers nvidia-smi (bash setup.sh --cuda for the CUDA build)"
+fi
+if [[ $plan == 1 ]]; then
+  cpu_flags=" $(grep -m1 '^flags' "${HEALTHSLM_CPUINFO:-/proc/cpuinfo}" 2>/dev/null | cut -d: -f2) "
+  amx=""
+  [[ "$cpu_flags" == *" amx_tile "* ]] && amx=" (this CPU advertises AMX: kept off, a native AMX build died with SIGILL in a VM)"
+  echo "torch $torch_version, $torch_variant build, from $torch_index: $torch_why"
+  echo "bitsandbytes $(sed -n 's/^bitsandbytes==//p' constraints.txt) from PyPI: one wheel with CPU and CUDA kernels (QLoRA)"
+  echo "llama.cpp (llama-cpp-python $(sed -n 's/^llama[-_]cpp[-_]python==//p' constraints.txt)), a CPU build whatever the GPU: the on-device benchmark measures CPUs; HEALTHSLM_LLAMA_CMAKE_ARGS adds flags (e.g. -DGGML_CUDA=ON). Flags: $(llama_cmake_args)$amx"
+  echo "healthslm${extras} and the pinned packages of constraints.txt into .venv"
+  exit 0
+fi
 
 [[ -x .venv/bin/python ]] || python3.11 -m venv .venv
 python=.venv/bin/python
 pip=("$python" -m pip install --quiet --disable-pip-version-check -c constraints.txt)
 
-# torch first and pinned: PyPI serves only CUDA builds (several GB); the PyTorch CPU index serves 2.13.0+cpu.
-# It is probed once: pip would retry an unreachable index for every package, for minutes.
-torch_index="${HEALTHSLM_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
+# The index is probed once: pip would retry an unreachable index for every package, for minutes. A torch of
+# the other build (CPU where CUDA is wanted, or the reverse) is replaced.
+installed=$("$python" -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null || true)
+replace=() installed_cpu=0 want_cpu=0
+[[ "$installed" == *+cpu ]] && installed_cpu=1
+[[ "$torch_variant" == CPU ]] && want_cpu=1
+[[ -n "$installed" && $installed_cpu != "$want_cpu" ]] && replace=(--force-reinstall --no-deps)
+echo "torch $torch_version, $torch_variant build: $torch_why"
 if "$python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/torch/", timeout=15)' \
   "${torch_index%/}" 2>/dev/null; then
-  "${pip[@]}" --extra-index-url "$torch_index" torch==2.13.0
+  "${pip[@]}" "${replace[@]}" --extra-index-url "$torch_index" "torch==$torch_version"
 else
-  echo "the PyTorch CPU index ($torch_index) cannot be reached; torch comes from pip's configured indexes"
-  "${pip[@]}" torch==2.13.0
+  echo "the PyTorch index ($torch_index) cannot be reached; torch comes from pip's configured indexes"
+  "${pip[@]}" "${replace[@]}" "torch==$torch_version"
 fi
 
 # llama-cpp-python (the llama.cpp server, GGUF export, on-device benchmark), ~5 min once. The wheel is cached

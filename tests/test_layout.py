@@ -39,6 +39,8 @@ LAYERS = {
         "models.dtype",
         "models.registry",
         "models.loader",
+        "models.llama_sdist",
+        "models.twin",
         "models.finetuned",
     ],
     "llm": ["llm", "engine", "augment", "validate_augmented", "token_economy"],
@@ -52,7 +54,7 @@ LAYERS = {
         "evaluate",
         "judge",
     ],
-    "export/on-device": ["export", "ondevice"],
+    "export/on-device": ["export", "ondevice", "twin_check"],
     "report/compare": ["html", "verdicts", "summary", "report", "compare", "study"],
     "entry points": ["stage", "cli", "__main__"],
 }

@@ -138,7 +138,7 @@ def test_committed_studies_are_valid_and_name_their_budget():
     from tests.conftest import ROOT
 
     names = sorted(p.stem for p in (ROOT / STUDIES_DIR).glob("*.yaml"))
-    assert names == ["mental-augmented", "pmdata-full", "pmdata-grouped"]
+    assert names == ["mental-augmented", "pmdata-full", "pmdata-grouped", "presets"]
     studies = {name: load_study(name, ROOT) for name in names}
     assert (
         studies["pmdata-full"].params["train.lora.r"] == 8
@@ -149,7 +149,11 @@ def test_committed_studies_are_valid_and_name_their_budget():
         "augmented",
     }
     assert {v["data.split"] for v in studies["pmdata-grouped"].variants.values()} == {"seed", "grouped"}
-    assert all(s.estimate.cpu_2_cores_h <= 2.5 and s.subset for s in studies.values())
+    cpu_studies = [s for name, s in studies.items() if name != "presets"]  # presets: for one GPU
+    assert all(s.estimate.cpu_2_cores_h <= 2.5 and s.subset for s in cpu_studies)
+    from healthslm.models.registry import preset_names
+
+    assert sorted(v["model"] for v in studies["presets"].variants.values()) == preset_names()
 
 
 @pytest.mark.parametrize(

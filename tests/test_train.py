@@ -111,15 +111,19 @@ def test_the_trainer_learns_the_token_ids_the_scorer_ranks(
     """For every closed task: the ids TRL puts the loss on (its own tokenization of the trainer's dataset)
     are the ids the label scorer ranks for the gold answer, tokenized as the scorer does it. Before issue 30
     the IMHI answers at the start of the chat template's assistant turn had a leading space
-    (" yes."), which the model would never write there."""
+    (" yes."), which the model would never write there. (tests/test_twins.py: the presets' tokenizers.)"""
+    model, tokenizer = embedded
+    trainer_and_scorer_ids_agree(model, tokenizer, all_records, tmp_path, prompt_format, chat)
+
+
+def trainer_and_scorer_ids_agree(model, tokenizer, all_records, tmp_path, prompt_format, chat) -> None:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from healthslm.prompts import build_context
+    from healthslm.prompts import build_context, trainer_prompt
     from healthslm.scoring import LabelScorer
     from healthslm.train import training_examples
 
-    model, tokenizer = embedded
     datasets = ["pmdata", "aw_fb", "pubmedqa", "dr", "dreaddit"]
     params = parse_params(
         {"data": {"datasets": datasets}, "train": {"examples_per_task": 2, "prompt_format": prompt_format}}
@@ -129,21 +133,28 @@ def test_the_trainer_learns_the_token_ids_the_scorer_ranks(
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(examples),
                          processing_class=tokenizer)  # fmt: skip
     closed = [spec for spec in all_tasks().values() if spec.closed and spec.dataset in datasets]
-    known: dict[str, list] = {}  # the prompt of every closed task's train record -> its task and record
+    known: dict[
+        str, list
+    ] = {}  # the trainer's prompt of every closed task's train record -> its task, record, context
     for spec in closed:
         for record in read_records(all_records, spec.dataset, spec.name, "train"):
-            known.setdefault(build_context(record, spec, tokenizer, chat, prompt_format), []).append(
-                (spec, record)
-            )
+            context = build_context(record, spec, tokenizer, chat, prompt_format)
+            known.setdefault(trainer_prompt(context, tokenizer, chat), []).append((spec, record, context))
     scorer, eos, checked = LabelScorer(None, tokenizer), tokenizer.eos_token_id, 0
     for example, row in zip(examples, trainer.train_dataset, strict=True):
         if len(known.get(example["prompt"], [])) != 1:  # open-ended, or AW_FB's repeated readings
             continue
-        ((spec, record),) = known[example["prompt"]]
+        ((spec, record, context),) = known[example["prompt"]]
         learned = [i for i in row["labels"] if i != -100]  # TRL's labels: -100 off the completion
         gold = spec.spoken_answers[spec.label_space.index(str(record["label"]))]
-        continuation = answer_continuation(gold, example["prompt"])
-        _, (ranked,) = scorer.tokenize(example["prompt"], [continuation], not chat)
+        continuation = answer_continuation(gold, context)
+        prompt_ids, (ranked,) = scorer.tokenize(context, [continuation], not chat)
+        # The prompt the model learns after is the one it is scored after: one BOS (Llama 3, Phi-3), not two.
+        assert row["input_ids"][: len(prompt_ids)] == prompt_ids, (
+            spec.key,
+            row["input_ids"][:4],
+            prompt_ids[:4],
+        )
         assert learned[: len(ranked)] == ranked and learned[len(ranked) :] in ([], [eos]), (
             spec.key,
             tokenizer.decode(learned),

@@ -275,22 +275,88 @@ def check_engine() -> None:
 
 @cli.command()
 def models() -> None:
-    """List the model presets, with their size and, where benchmarks/capacity.py measured their shape
-    (reports/benchmarks/capacity.json), the train step's peak memory and speed at the preset's defaults."""
+    """List the model presets: size, the tokenizer their twin uses offline (or why none), the twin check
+    (reports/benchmarks/twins.json), and where benchmarks/capacity.py measured their shape
+    (reports/benchmarks/capacity.json) the train step's memory and speed, and the default run's time."""
     from healthslm.models.registry import load_preset, preset_names
-    from healthslm.paths import CAPACITY_BENCHMARK
+    from healthslm.paths import CAPACITY_BENCHMARK, TWIN_BENCHMARK
 
-    measured = json.loads(CAPACITY_BENCHMARK.read_text()) if CAPACITY_BENCHMARK.exists() else {}
+    capacity = json.loads(CAPACITY_BENCHMARK.read_text()) if CAPACITY_BENCHMARK.exists() else {}
+    checked = json.loads(TWIN_BENCHMARK.read_text()) if TWIN_BENCHMARK.exists() else {}
     for name in preset_names():
         preset = load_preset(name)
         size = f"{preset.architecture.parameters / 1e9:.2f}B" if preset.architecture else "?"
-        line = f"{name:14} {preset.source:5} {size:>6} {preset.hf_id}"
-        if (row := measured.get("presets", {}).get(name, {}).get("ours-default", {})) and "error" not in row:
-            line += (
-                f"  train at defaults: {row['peak_rss_mb'] / 1024:.1f} GB peak, "
-                f"{row['train_tokens_per_s']} tok/s ({measured['cpu']}, {measured['cores']} cores)"
-            )
-        click.echo(line)
+        click.echo(f"{name:14} {preset.source:5} {size:>6} {preset.hf_id}")
+        click.echo(f"{'':16}{_twin_line(preset, checked.get('presets', {}).get(name), checked)}")
+        click.echo(f"{'':16}{_capacity_line(preset, capacity)}")
+
+
+@cli.command()
+@click.argument("preset")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The model folder to write.")
+@click.option("--layers", type=int, default=None, help="Decoder layers (default: the preset's, full depth).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
+def twin(preset: str, out: Path, layers: int | None, seed: int) -> None:
+    """Write a twin of PRESET: its architecture with seeded random weights and its family's real tokenizer
+    and chat template, offline (then `dvc exp run -S model=OUT`). Its answers mean nothing."""
+    from healthslm.models.twin import build_twin
+
+    folder = build_twin(preset, out, layers, seed)
+    facts = json.loads((folder / "twin.json").read_text())
+    click.echo(
+        f"twin of {preset}: {facts['layers']} layers, tokenizer {facts['vocabulary_file']} -> {folder}"
+    )
+
+
+def _twin_line(preset, check: dict | None, checked: dict) -> str:
+    spec = preset.twin
+    if spec is None or spec.unavailable:
+        return f"no twin: {spec.unavailable if spec else 'no tokenizer named'}"
+    source = (
+        "the embedded GGUF's"
+        if spec.tokenizer == "embedded"
+        else f"llama.cpp ggml-vocab-{spec.tokenizer}.gguf"
+    )
+    line = f"twin tokenizer: {source}; "
+    if check is None:
+        return line + "twin not checked (python benchmarks/twins.py)"
+    verdict = "passed" if check["passed"] else "FAILED"
+    return line + f"twin check {verdict} at {checked['commit']} ({check['summary']})"
+
+
+def _capacity_line(preset, capacity: dict) -> str:
+    """Peak memory and speed at the preset's defaults, where benchmarks/capacity.py measured its shape, and
+    the default run's estimated time on that CPU: the committed run's stage times (SmolLM2-135M) scaled by
+    the two shapes' tokens/s; for a shape not measured, the largest measured one's scaled by parameters."""
+    from healthslm.models.capacity import estimated_run_s
+    from healthslm.models.registry import load_preset
+    from healthslm.paths import STAGE_TIMES_DIR
+
+    measured = {
+        name: row
+        for name, row in capacity.get("presets", {}).items()
+        if "error" not in json.dumps({k: row.get(k, {"error": 1}) for k in ("ours-default", "score")})
+    }
+    stages = {p.stem: json.loads(p.read_text())["wall_s"] for p in STAGE_TIMES_DIR.glob("*.json")}
+    if "smollm2-135m" not in measured or not stages:
+        return f"not measured (python benchmarks/capacity.py --presets {preset.name})"
+    reference, where = measured["smollm2-135m"], f"{capacity['cpu']}, {capacity['cores']} cores"
+    if row := measured.get(preset.name):
+        train, score = row["ours-default"], row["score"]["score_tokens_per_s"]["float32"]
+        hours = estimated_run_s(stages, reference, row) / 3600
+        peak = train["peak_rss_mb"] / 1024
+        return (
+            f"train at defaults: {peak:.1f} GB peak, {train['train_tokens_per_s']} tok/s; scoring {score} "
+            f"tok/s; default run ~{hours:.1f} h ({where}; measured on its full-depth shape)"
+        )
+    size = {name: load_preset(name).architecture.parameters for name in measured}
+    anchor = max(measured, key=size.__getitem__)
+    hours = estimated_run_s(stages, reference, measured[anchor]) / 3600 * preset.architecture.parameters
+    hours /= size[anchor]
+    return (
+        f"default run ~{hours:.1f} h ({where}): {anchor}'s estimate scaled by parameters, not measured "
+        f"(python benchmarks/capacity.py --presets {preset.name})"
+    )
 
 
 def main() -> None:

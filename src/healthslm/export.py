@@ -11,11 +11,9 @@ artifacts/gguf/model-T.gguf; size and bits per weight in reports/export/T.json.
 from __future__ import annotations
 
 import ctypes
-import importlib.metadata
 import json
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from filelock import FileLock
 from healthslm.errors import HealthSLMError
 from healthslm.io import atomic_dir, atomic_path, write_json
 from healthslm.models import finetuned as models
+from healthslm.models import llama_sdist
 from healthslm.models.loader import cache_root
 from healthslm.params import Params
 from healthslm.paths import EXPORT_REPORTS, GGUF_DIR
@@ -45,36 +44,14 @@ def gguf_file(quantization: str, gguf_dir: Path = GGUF_DIR) -> Path:
 
 
 def converter_source() -> Path:
-    """llama.cpp's converter from the llama-cpp-python sdist matching the installed bindings, fetched once."""
-    version = importlib.metadata.version("llama_cpp_python")
-    target = cache_root() / f"llama.cpp-converter-{version}"
+    """llama.cpp's converter from the llama-cpp-python sdist of the installed bindings, extracted once."""
+    target = cache_root() / f"llama.cpp-converter-{llama_sdist.version()}"
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
-        if (target / "convert_hf_to_gguf.py").exists():
-            return target
-        with tempfile.TemporaryDirectory() as download, atomic_dir(target) as tmp:
-            fetched = subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                 "--disable-pip-version-check", f"llama-cpp-python=={version}", "-d", download],
-                capture_output=True, text=True,
-            )  # fmt: skip
-            sdists = list(Path(download).glob("*.tar.gz"))
-            if fetched.returncode or not sdists:
-                raise HealthSLMError(
-                    f"cannot download the llama-cpp-python {version} sdist (for llama.cpp's GGUF converter): "
-                    f"{fetched.stderr.strip().splitlines()[-1:] or 'no file'}"
-                )
-            _extract_converter(sdists[0], tmp)
+        if not (target / "convert_hf_to_gguf.py").exists():
+            with atomic_dir(target) as tmp:
+                llama_sdist.extract(CONVERTER_PARTS, tmp)
     return target
-
-
-def _extract_converter(sdist: Path, dest: Path) -> None:
-    with tarfile.open(sdist) as archive:
-        for member in archive.getmembers():
-            _, _, inner = member.name.partition("/vendor/llama.cpp/")
-            if inner and inner.startswith(CONVERTER_PARTS) and (member.isfile() or member.isdir()):
-                member.name = inner
-                archive.extract(member, dest, filter="data")
 
 
 def architecture(hf_folder: Path) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from transformers.generation.streamers import BaseStreamer
 
+from healthslm.prompts import encode_prompt
 from healthslm.tasks import TaskSpec
 
 
@@ -58,7 +59,7 @@ def generate_batch(
     """Greedy (or, with a seed, the seed's temperature 0.3 / top-p 0.9 sampling) continuations of `contexts`,
     left-padded into one batch. Give it contexts of similar length (`length_buckets`): padding is wasted work.
     Every result carries the batch's time to first token and total time."""
-    encoded = [tokenizer(c, add_special_tokens=special_tokens).input_ids for c in contexts]
+    encoded = [encode_prompt(tokenizer, c, special_tokens) for c in contexts]
     width, pad = max(len(e) for e in encoded), tokenizer.eos_token_id
     ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=model.device)
     mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=model.device)
@@ -154,9 +155,7 @@ class NumberDecoder:
     @torch.inference_mode()
     def __call__(self, context: str, special_tokens: bool) -> str:
         device = self.model.device
-        ids = torch.tensor(
-            [self.tokenizer(context, add_special_tokens=special_tokens).input_ids], device=device
-        )
+        ids = torch.tensor([encode_prompt(self.tokenizer, context, special_tokens)], device=device)
         out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
         text = ""
         for step in range(self.max_tokens):

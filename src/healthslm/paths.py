@@ -44,6 +44,7 @@ REPORT_FILE = Path("reports/report.md")
 SUMMARY_FILE = Path("reports/summary.md")  # README's results block
 EVAL_BENCHMARK = Path("reports/benchmarks/eval_speed.json")  # benchmarks/eval_speed.py's output
 CAPACITY_BENCHMARK = Path("reports/benchmarks/capacity.json")  # benchmarks/capacity.py's output
+TWIN_BENCHMARK = Path("reports/benchmarks/twins.json")  # benchmarks/twins.py: each preset's twin round trip
 STAGE_TIMES_DIR = Path("reports/stages")  # each stage's wall time and peak memory (stage.run)
 FIGURES_DIR = Path("reports/figures")
 COMPARE_DIR = Path("reports/compare")

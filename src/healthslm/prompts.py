@@ -110,6 +110,31 @@ def starts_a_word(context: str) -> bool:
     return context[-1:].isspace()
 
 
+def _adds_bos(tokenizer) -> bool:
+    return tokenizer.bos_token is not None and tokenizer("").input_ids[:1] == [tokenizer.bos_token_id]
+
+
+def trainer_prompt(context: str, tokenizer, use_chat: bool) -> str:
+    """The prompt text as the trainer gets it: TRL tokenizes it with the tokenizer's special tokens, so a chat
+    turn that opens with the BOS text (Llama 3's and Phi-3's templates) loses that text where the tokenizer
+    adds BOS itself: one BOS, not two."""
+    bos = tokenizer.bos_token
+    return context[len(bos) :] if use_chat and _adds_bos(tokenizer) and context.startswith(bos) else context
+
+
+def encode_prompt(tokenizer, context: str, special_tokens: bool) -> list[int]:
+    """A prompt's token ids, the one rule of the trainer, the scorers and the decoders. A raw prompt
+    (`special_tokens`) gets the tokenizer's special tokens. A chat turn (the template writes the special
+    tokens it wants) gets them too where the tokenizer adds BOS, minus the BOS text of its template
+    (trainer_prompt): Llama 3 and Phi-3 start with one BOS, and TinyLlama's template, which has none, with
+    the one its tokenizer adds, as TRL trains it and llama.cpp reads it."""
+    if special_tokens:
+        return tokenizer(context).input_ids
+    if _adds_bos(tokenizer):
+        return tokenizer(trainer_prompt(context, tokenizer, True)).input_ids
+    return tokenizer(context, add_special_tokens=False).input_ids
+
+
 def answer_continuation(answer: str, context: str) -> str:
     """The answer as it follows the prompt: a word of its own where the context ends in white space, else
     after a space."""

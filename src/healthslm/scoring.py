@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from healthslm.models.dtype import autocast, fp32_head
+from healthslm.prompts import encode_prompt
 
 
 def _common_prefix(sequences: list[list[int]]) -> list[int]:
@@ -49,7 +50,7 @@ class LabelScorer:
         self._prefix: tuple[list[int], object] | None = None  # (token ids, KV cache) of a shared prefix
 
     def _encode(self, text: str, special: bool) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=special).input_ids
+        return encode_prompt(self.tokenizer, text, special)
 
     def tokenize(
         self, context: str, continuations: list[str], special: bool
@@ -60,7 +61,8 @@ class LabelScorer:
             joint = self._encode(context + cont, special)
             # Prefer the joint tokenization (how the text would really be read); fall back if it merges
             # across the boundary.
-            conts.append(joint[len(ctx) :] if joint[: len(ctx)] == ctx else self._encode(cont, False))
+            alone = self.tokenizer(cont, add_special_tokens=False).input_ids
+            conts.append(joint[len(ctx) :] if joint[: len(ctx)] == ctx else alone)
         return ctx, conts
 
     @torch.inference_mode()
@@ -71,7 +73,9 @@ class LabelScorer:
             return
         ids = self._encode(text, special_tokens)
         with autocast(self.dtype):
-            out = self.model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=1)
+            out = self.model(
+                input_ids=torch.tensor([ids], device=self.model.device), use_cache=True, logits_to_keep=1
+            )
         self._prefix = (ids, out.past_key_values)
 
     def _cached_prefix(self, ids: list[int], keep: int) -> tuple[int, object]:
@@ -94,12 +98,14 @@ class LabelScorer:
         flat = [token for s in suffixes for token in s]
         positions = list(range(cached, len(prompt)))
         positions += [len(prompt) + j for s in suffixes for j in range(len(s))]
+        device = self.model.device  # a CUDA GPU where evaluate put the model there
+        mask = tree_mask(cached, len(own), [len(s) for s in suffixes], self.model.dtype).to(device)
         try:
             with autocast(self.dtype), fp32_head(self.model, self.dtype):
                 out = self.model(
-                    input_ids=torch.tensor([own + flat]),
-                    attention_mask=tree_mask(cached, len(own), [len(s) for s in suffixes], self.model.dtype),
-                    position_ids=torch.tensor([positions]),
+                    input_ids=torch.tensor([own + flat], device=device),
+                    attention_mask=mask,
+                    position_ids=torch.tensor([positions], device=device),
                     past_key_values=cache,
                     use_cache=cache is not None,
                     logits_to_keep=len(shared) + 1 + len(flat),

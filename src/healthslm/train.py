@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import torch
-from dvclive.utils import standardize_metric_name
 from transformers import TrainerCallback
 
 from healthslm.augmented import explanation, kept_responses
@@ -50,7 +49,7 @@ from healthslm.paths import (
     WANDB_ROOT,
 )
 from healthslm.prepare import available_tasks, read_records, training_order
-from healthslm.prompts import answer_continuation, build_context, starts_a_word
+from healthslm.prompts import answer_continuation, build_context, starts_a_word, trainer_prompt
 from healthslm.resources import cpu_name, peak_rss_mb
 from healthslm.tasks import TaskSpec
 
@@ -86,9 +85,9 @@ def record_targets(record: dict, spec: TaskSpec, response: str | None, train: Tr
     return [augmented] if train.targets == "augmented" else [label, augmented]
 
 
-def _answer_room(prompt: str, tokenizer, use_chat: bool, max_length: int) -> int | None:
+def _answer_room(prompt: str, tokenizer, max_length: int) -> int | None:
     """Tokens left for an answer after the prompt within `max_length`; None if fewer than 8."""
-    room = max_length - 1 - len(tokenizer(prompt, add_special_tokens=not use_chat).input_ids)
+    room = max_length - 1 - len(tokenizer(prompt).input_ids)  # as TRL tokenizes it: with special tokens
     return room if room >= 8 else None
 
 
@@ -127,8 +126,9 @@ def training_examples(
             if not (targets := record_targets(record, spec, response, train)):
                 count["left_out_without_response"] += 1
                 continue
-            prompt = build_context(record, spec, tokenizer, use_chat, train.prompt_format)
-            if (room := _answer_room(prompt, tokenizer, use_chat, max_length)) is None:
+            context = build_context(record, spec, tokenizer, use_chat, train.prompt_format)
+            prompt = trainer_prompt(context, tokenizer, use_chat)
+            if (room := _answer_room(prompt, tokenizer, max_length)) is None:
                 count["dropped_long_prompt"] += 1
                 continue
             fitted = [_within_length(prompt, target, tokenizer, room) for target in targets]
@@ -247,6 +247,8 @@ class LiveCallback(TrainerCallback):
             self.answer_tokens = int(logs.get("answer_tokens", self.answer_tokens))
         if not state.is_world_process_zero:
             return
+        from dvclive.utils import standardize_metric_name  # here: training itself needs no DVC
+
         self.live.step = state.global_step
         curve = "train_runtime" not in logs  # the end-of-run summary: metrics, not curves
         for key, value in logs.items():
@@ -513,6 +515,8 @@ def _fit(
     if not is_main:
         return {}
     tokenizer.save_pretrained(weights)
+    if params.train.method == "full":
+        models.keep_sentencepiece(preset, weights)
     summary = {
         "method": params.train.method,
         "targets": params.train.targets,

@@ -153,3 +153,24 @@ def plan_training(
                 accum = grad_accum * batch_size // per_batch
                 return TrainPlan(checkpoint, per_batch, accum, tokens, round(needed, 2), budget_gb)
     return None
+
+
+# Stages whose work grows with the model: training with its train tokens/s, the rest with scoring tokens/s.
+TRAIN_STAGES = ("train",)
+SCORING_STAGES = ("evaluate", "evaluate_finetuned", "export", "ondevice", "quantize@")
+
+
+def estimated_run_s(stage_s: dict[str, float], reference: dict, target: dict) -> float:
+    """The default run's time for another model: each model stage of a measured run (`stage_s`, made with the
+    `reference` preset) scaled by the tokens/s ratio of the two presets in one capacity benchmark run (rows of
+    benchmarks/capacity.py: "ours-default" and "score"); other stages as measured."""
+    train = reference["ours-default"]["train_tokens_per_s"] / target["ours-default"]["train_tokens_per_s"]
+    score = (
+        reference["score"]["score_tokens_per_s"]["float32"] / target["score"]["score_tokens_per_s"]["float32"]
+    )
+    total = 0.0
+    for stage, seconds in stage_s.items():
+        total += seconds * (
+            train if stage in TRAIN_STAGES else score if stage.startswith(SCORING_STAGES) else 1
+        )
+    return total

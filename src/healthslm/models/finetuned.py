@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,4 +110,23 @@ def save_merged(choice: ModelChoice, out_dir: Path) -> Path:
     model, tokenizer = load(choice, dtype=torch.float32)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    keep_sentencepiece(choice.preset, Path(out_dir))
     return Path(out_dir)
+
+
+SENTENCEPIECE_FILE = "tokenizer.model"
+
+
+def keep_sentencepiece(preset: ModelPreset, out_dir: Path) -> None:
+    """transformers' fast tokenizer saves tokenizer.json only, and llama.cpp's converter reads the Llama 2 and
+    Phi-3 vocabularies from the SentencePiece file: a saved model keeps its base model's copy."""
+    location = model_location(preset)
+    if Path(location).is_dir():
+        source = Path(location) / SENTENCEPIECE_FILE
+    else:  # a Hub id: the file where the Hub's cache holds it
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(location, SENTENCEPIECE_FILE)
+        source = Path(cached) if isinstance(cached, str) else None
+    if source is not None and source.is_file() and not (out_dir / SENTENCEPIECE_FILE).exists():
+        shutil.copy2(source, out_dir / SENTENCEPIECE_FILE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -11,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from healthslm.errors import HealthSLMError
 from healthslm.models.capacity import Architecture
+
+TWIN_FILE = "twin.json"  # in a twin's folder (models/twin.py): the preset it twins, its depth and seed
 
 
 class GgufSource(BaseModel):
@@ -41,6 +44,21 @@ class Recipe(BaseModel):
     grad_accum: int = Field(default=1, gt=0)
 
 
+class TwinSpec(BaseModel):
+    """How to build the preset's twin offline (models/twin.py): its family's real tokenizer and template."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A llama.cpp vocabulary file (ggml-vocab-<name>.gguf in the llama-cpp-python sdist), or "embedded": the
+    # preset's own GGUF.
+    tokenizer: Literal["llama-spm", "llama-bpe", "phi-3", "qwen2", "embedded"] | None = None
+    # "vocab": the vocabulary file's own; "sdist:<path>": llama.cpp's copy of the model's template;
+    # "preset:<file>": presets/templates/<file>, whose source template_source names.
+    chat_template: str = "vocab"
+    template_source: str | None = None
+    add_bos: bool | None = None  # where the model's tokenizer_config differs from the vocabulary file
+    unavailable: str | None = None  # why no twin can be built offline
+
+
 class ModelPreset(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
@@ -51,6 +69,8 @@ class ModelPreset(BaseModel):
     architecture: Architecture | None = None  # config.json facts: sizes training before any download
     recipe: Recipe = Recipe()
     paper_name: str | None = None
+    twin: TwinSpec | None = None
+    twin_of: str | None = None  # set on a twin's folder: the preset whose shape and tokenizer it has
 
     @property
     def source(self) -> Literal["gguf", "local", "hub"]:
@@ -63,6 +83,8 @@ class ModelPreset(BaseModel):
             quant = self.gguf.file.rsplit(".", 2)[-2]  # SmolLM2-135M-Instruct.Q4_1.gguf -> Q4_1
             name = (self.hf_id or self.name).rsplit("/", 1)[-1]
             return f"{name}: {quant} GGUF from PyPI `{self.gguf.package}`, dequantized to fp32"
+        if self.twin_of:
+            return f"random-weight twin of {self.twin_of} at {self.local_path} (its answers mean nothing)"
         if self.local_path:
             return f"local weights at {self.local_path}"
         return f"{self.hf_id} (Hugging Face Hub weights)"
@@ -95,6 +117,8 @@ def resolve_model(spec: str) -> ModelPreset:
     if spec in _preset_files():
         return load_preset(spec)
     path = Path(spec).expanduser()
+    if (path / TWIN_FILE).is_file():
+        return _twin_preset(path.resolve())
     if path.is_dir():
         return ModelPreset(name=path.resolve().name, local_path=str(path.resolve()))
     if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
@@ -103,6 +127,17 @@ def resolve_model(spec: str) -> ModelPreset:
         f"params.yaml: model: {spec!r} is not a preset ({', '.join(preset_names())}), "
         "an existing local directory, or a Hub id like 'org/name'"
     )
+
+
+def _twin_preset(folder: Path) -> ModelPreset:
+    """A twin's folder runs with its preset's recipe and template rule, at the twin's depth."""
+    facts = json.loads((folder / TWIN_FILE).read_text(encoding="utf-8"))
+    preset = load_preset(facts["preset"])
+    architecture = preset.architecture.model_copy(update={"num_hidden_layers": facts["layers"]})
+    return preset.model_copy(
+        update={"name": f"{preset.name}-twin", "hf_id": None, "gguf": None, "local_path": str(folder),
+                "architecture": architecture, "twin_of": preset.name, "paper_name": None}
+    )  # fmt: skip
 
 
 def _deep_merge(base: dict, overrides: dict) -> dict:
