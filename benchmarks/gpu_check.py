@@ -76,15 +76,18 @@ def train_run(folder: Path, method: str, steps: int, records: Path, work: Path) 
 
 
 def scores_on(
-    device: str, folder: Path, items: list[tuple[str, list[str]]]
+    device: str, folder: Path, items: list[tuple[str, list[str]]], batch: int
 ) -> tuple[list[list[float]], float]:
+    """Every item's scores, `batch` items per forward pass (eval.score_batch_size), and the seconds taken."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device).eval()
     scorer = LabelScorer(model, tokenizer)
     started = time.perf_counter()
-    scores = [scorer.score(context, continuations, special_tokens=False) for context, continuations in items]
+    scores = []
+    for start in range(0, len(items), batch):
+        scores += scorer.score_batch(items[start : start + batch], special_tokens=False)
     return scores, round(time.perf_counter() - started, 2)
 
 
@@ -96,6 +99,7 @@ def main() -> None:
         "--rows", type=int, default=8, help="eval rows per PMData task scored on both devices"
     )
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--gpu-batch", type=int, default=16, help="rows per forward pass on the GPU")
     parser.add_argument("--records", default="artifacts/records")
     parser.add_argument("--out", default="reports/benchmarks/gpu_check.json")
     args = parser.parse_args()
@@ -116,14 +120,15 @@ def main() -> None:
                 context = build_context(record, spec, tokenizer, True, params.eval.prompt_format)
                 items.append((context, [answer_continuation(a, context) for a in spec.spoken_answers]))
         torch.cuda.reset_peak_memory_stats()
-        gpu, gpu_s = scores_on("cuda", folder, items)
+        gpu, gpu_s = scores_on("cuda", folder, items, args.gpu_batch)
         result["score_peak_vram_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        cpu, cpu_s = scores_on("cpu", folder, items)
+        cpu, cpu_s = scores_on("cpu", folder, items, 1)
     same = sum(max(range(len(g)), key=g.__getitem__) == max(range(len(c)), key=c.__getitem__)
                for g, c in zip(gpu, cpu, strict=True))  # fmt: skip
     gaps = [abs(a - b) for g, c in zip(gpu, cpu, strict=True) for a, b in zip(g, c, strict=True)]
     result["scoring"] = {
         "rows": len(items),
+        "gpu_batch": args.gpu_batch,
         "gpu_s": gpu_s,
         "cpu_s": cpu_s,
         "cpu_over_gpu": round(cpu_s / gpu_s, 1),

@@ -313,3 +313,21 @@ def test_bf16_scoring_reports_how_often_it_agrees_with_fp32(tmp_path, pmdata_rec
     )  # the check is not timed
     lines = numerics_section(bf16, None)
     assert any(line.startswith("zs: bfloat16 answers agree with float32 on") for line in lines)
+
+
+def test_batched_scoring_gives_the_rows_of_one_at_a_time(tmp_path, pmdata_records, embedded):
+    """eval.score_batch_size 4 (a GPU's setting; no few-shot cache) against 1 on the same few-shot rows:
+    the same answers, scores within float rounding, every row once, in order."""
+    from healthslm.evaluate import evaluate
+
+    rows = {}
+    for size in (1, 4):
+        eval_ = {"mode": "fs-3", "limit": 5, "score_batch_size": size}
+        params = Params.model_validate({"data": {"datasets": ["pmdata"]}, "eval": eval_})
+        out = tmp_path / str(size)
+        evaluate(params, False, pmdata_records, out / "p", out / "m.json", out / "plots", echo=lambda _: None)
+        rows[size] = read_jsonl(out / "p" / "base" / "fs-3" / "pmdata_stress.jsonl")
+    assert len(rows[4]) == 5 and [r["id"] for r in rows[4]] == [r["id"] for r in rows[1]]
+    for one, batched in zip(rows[1], rows[4], strict=True):
+        assert batched["answer"] == one["answer"] and batched["prompt_sha256"] == one["prompt_sha256"]
+        assert batched["scores"] == pytest.approx(one["scores"], abs=2e-3)

@@ -152,3 +152,22 @@ def test_bf16_scoring_takes_the_logits_in_fp32(embedded):
     assert (kept != kept.bfloat16().float()).float().mean() > 0.9  # not bf16 values in fp32 clothing
     assert (kept - exact).abs().max() < (rounded.float() - exact).abs().max()
     assert torch.equal(again, exact)
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_batched_scores_equal_one_at_a_time(embedded, pmdata_records, chat):
+    """eval.score_batch_size > 1 (a GPU's setting): examples of different lengths, left-padded into one
+    pass, score as they do alone, row for row."""
+    model, tokenizer = embedded
+    items = []
+    for task, index in [("readiness", 0), ("stress", 3), ("fatigue", 1)]:
+        spec = TASKS[f"pmdata_{task}"]
+        record = read_jsonl(pmdata_records / "pmdata" / f"{task}.eval.jsonl")[index]
+        context = build_context(record, spec, tokenizer, chat, "compact" if index else "seed")
+        items.append((context, [answer_continuation(label, context) for label in spec.label_space]))
+    assert len({len(tokenizer(c).input_ids) for c, _ in items}) == 3  # padding really happens
+    scorer = LabelScorer(model, tokenizer)
+    alone = [scorer.score(context, options, special_tokens=not chat) for context, options in items]
+    batched = scorer.score_batch(items, special_tokens=not chat)
+    for one, many in zip(alone, batched, strict=True):
+        assert many == pytest.approx(one, abs=2e-3)

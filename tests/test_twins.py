@@ -198,7 +198,8 @@ print("imported")
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 def test_the_gpu_scores_as_the_cpu_does(twin, all_records):
-    """The label scorer on a CUDA GPU (where evaluate puts the model) answers as on the CPU, every row."""
+    """The label scorer on a CUDA GPU (where evaluate puts the model), rows batched as eval.score_batch_size
+    asks there, answers as on the CPU one row at a time, every row."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from healthslm.prepare import available_tasks, read_records
@@ -208,13 +209,15 @@ def test_the_gpu_scores_as_the_cpu_does(twin, all_records):
     tokenizer = AutoTokenizer.from_pretrained(twin)
     closed = [s for s in available_tasks(["pmdata", "pubmedqa", "dreaddit"], all_records) if s.closed]
     answers = {}
-    for device in ("cpu", "cuda"):
+    for device, batch in (("cpu", 1), ("cuda", 8)):
         model = AutoModelForCausalLM.from_pretrained(twin, dtype=torch.float32).to(device).eval()
         scorer, answers[device] = LabelScorer(model, tokenizer), []
         for spec in closed:
-            for record in read_records(all_records, spec.dataset, spec.name, "eval")[:2]:
+            items = []
+            for record in read_records(all_records, spec.dataset, spec.name, "eval")[:4]:
                 context = build_context(record, spec, tokenizer, True, "compact")
-                options = [answer_continuation(a, context) for a in spec.spoken_answers]
-                scores = scorer.score(context, options, special_tokens=False)
-                answers[device].append(scores.index(max(scores)))
+                items.append((context, [answer_continuation(a, context) for a in spec.spoken_answers]))
+            for start in range(0, len(items), batch):
+                for scores in scorer.score_batch(items[start : start + batch], special_tokens=False):
+                    answers[device].append(scores.index(max(scores)))
     assert answers["cuda"] == answers["cpu"]

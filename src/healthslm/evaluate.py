@@ -129,14 +129,35 @@ class Runner:
                     break
             row |= {"raw": raw, "answer": spec.label_of_answer(spoken) if spoken is not None else None}
         elif spec.closed:
-            logprobs = self.scorer.score(
-                context, [answer_continuation(a, context) for a in spec.spoken_answers], special
-            )
-            row["answer"] = spec.parse_label(spec.label_space[int(np.argmax(logprobs))])
-            row["scores"] = dict(zip(spec.spoken_answers, (round(v, 4) for v in logprobs), strict=True))
+            scores = self.scorer.score(*_options(spec, context), special)
+            return self._scored_row(record, spec, context, scores)
         else:
             row["answer"] = spec.parse_label(self.numbers(context, special))
         return row | {"gold": record["label"]}
+
+    def answer_batch(self, records: list[dict], spec: TaskSpec, contexts: list[str]) -> list[dict]:
+        """Rows of several closed examples scored in one forward pass (eval.score_batch_size)."""
+        items = [_options(spec, context) for context in contexts]
+        scores = self.scorer.score_batch(items, special_tokens=not self.use_chat)
+        return [
+            self._scored_row(record, spec, context, logprobs)
+            for record, context, logprobs in zip(records, contexts, scores, strict=True)
+        ]
+
+    @staticmethod
+    def _scored_row(record: dict, spec: TaskSpec, context: str, logprobs: list[float]) -> dict:
+        return {
+            "id": record["id"],
+            "prompt_sha256": hashlib.sha256(context.encode()).hexdigest(),
+            "answer": spec.parse_label(spec.label_space[int(np.argmax(logprobs))]),
+            "scores": dict(zip(spec.spoken_answers, (round(v, 4) for v in logprobs), strict=True)),
+            "gold": record["label"],
+        }
+
+
+def _options(spec: TaskSpec, context: str) -> tuple[str, list[str]]:
+    """A closed example for the scorer: its context and every spoken answer as a continuation of it."""
+    return context, [answer_continuation(a, context) for a in spec.spoken_answers]
 
 
 def _fewshot_examples(
@@ -152,16 +173,27 @@ def _fewshot_examples(
 
 
 def predict(runner: Runner, spec: TaskSpec, test: list[dict], examples: list[dict], label: str) -> list[dict]:
+    """One row per example. Closed answers are scored eval.score_batch_size rows per forward pass (a row's
+    latency is its batch's time shared by the batch); one at a time, a few-shot prefix is encoded once."""
+    batched = spec.closed and runner.params.eval.strategy == "score"
+    size = runner.params.eval.score_batch_size if batched else 1
+    if size == 1:
+        prefix = shared_prefix(runner.context(test[0], spec, examples), test[0], spec, runner.prompt_format)
+        runner.scorer.set_shared_prefix(prefix, special_tokens=not runner.use_chat)
     rows = []
-    prefix = shared_prefix(runner.context(test[0], spec, examples), test[0], spec, runner.prompt_format)
-    runner.scorer.set_shared_prefix(prefix, special_tokens=not runner.use_chat)
-    for record in track(test, description=label, transient=True):
-        context = runner.context(record, spec, examples)
+    chunks = [test[i : i + size] for i in range(0, len(test), size)]
+    for chunk in track(chunks, description=label, transient=True):
+        contexts = [runner.context(record, spec, examples) for record in chunk]
         start = time.perf_counter()
-        row = runner.answer(record, spec, context)
-        row["latency_s"] = round(time.perf_counter() - start, 4)
-        runner.latencies.append(row["latency_s"])
-        rows.append(row)
+        if size == 1:
+            answered = [runner.answer(chunk[0], spec, contexts[0])]
+        else:
+            answered = runner.answer_batch(chunk, spec, contexts)
+        latency = round((time.perf_counter() - start) / len(chunk), 4)
+        for row in answered:
+            row["latency_s"] = latency
+            runner.latencies.append(latency)
+        rows += answered
     runner.scorer.set_shared_prefix(None)
     return rows
 

@@ -191,6 +191,8 @@ class EvalParams(Block):
     max_new_tokens: int = Field(default=20, gt=0)  # the seed's, for `generate`
     text_max_new_tokens: int = Field(default=48, gt=0)
     text_batch_size: int = Field(default=8, gt=0)  # open-ended prompts generated together, bucketed by length
+    score_batch_size: int = Field(default=1, gt=0)  # closed rows per forward pass: 1 reuses the few-shot
+    # prefix's cache (fastest on a CPU); 16-64 fills a GPU. Scores agree within float rounding.
     max_resamples: int = Field(default=0, ge=0)  # `generate`: resample an invalid answer (the seed's option)
     chat_template: bool = True
     dtype: Dtype = "float32"

@@ -86,13 +86,32 @@ class LabelScorer:
                 return len(prefix_ids), prefix_cache
         return 0, None
 
+    def _layout(
+        self, context: str, continuations: list[str], special: bool
+    ) -> tuple[list[int], list[int], list[list[int]]]:
+        """(prompt ids, the answers' shared first tokens, each answer's own tokens): the shared tokens join
+        the prompt, so the answers lie side by side after it."""
+        ctx, conts = self.tokenize(context, continuations, special)
+        shared = _common_prefix(conts)
+        return ctx + shared, shared, [c[len(shared) :] for c in conts]
+
+    @staticmethod
+    def _read(logits: torch.Tensor, shared: list[int], suffixes: list[list[int]]) -> list[float]:
+        """Rows 0..len(shared) of `logits` predict the shared tokens and every answer's first token; then one
+        row per answer token predicts that answer's next token."""
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        base = sum(logp[i, token].item() for i, token in enumerate(shared))
+        scores, row = [], len(shared) + 1
+        for suffix in suffixes:
+            tail = sum(logp[row + j, suffix[j + 1]].item() for j in range(len(suffix) - 1))
+            scores.append(base + logp[len(shared), suffix[0]].item() + tail)
+            row += len(suffix)
+        return scores
+
     @torch.inference_mode()
     def score(self, context: str, continuations: list[str], special_tokens: bool = True) -> list[float]:
         """Sum of log-probabilities of each continuation given the context."""
-        ctx, conts = self.tokenize(context, continuations, special_tokens)
-        shared = _common_prefix(conts)
-        prompt = ctx + shared
-        suffixes = [c[len(shared) :] for c in conts]
+        prompt, shared, suffixes = self._layout(context, continuations, special_tokens)
         cached, cache = self._cached_prefix(prompt, keep=len(shared) + 1)
         own = prompt[cached:]
         flat = [token for s in suffixes for token in s]
@@ -112,16 +131,47 @@ class LabelScorer:
                 )
         finally:
             self._rewind_shared_prefix()
-        # Rows 0..len(shared) predict the shared tokens and every answer's first token; then one row per
-        # answer token predicts that answer's next token.
-        logp = torch.log_softmax(out.logits[0].float(), dim=-1)
-        base = sum(logp[i, token].item() for i, token in enumerate(shared))
-        scores, row = [], len(shared) + 1
-        for suffix in suffixes:
-            tail = sum(logp[row + j, suffix[j + 1]].item() for j in range(len(suffix) - 1))
-            scores.append(base + logp[len(shared), suffix[0]].item() + tail)
-            row += len(suffix)
-        return scores
+        return self._read(out.logits[0], shared, suffixes)
+
+    @torch.inference_mode()
+    def score_batch(
+        self, items: list[tuple[str, list[str]]], special_tokens: bool = True
+    ) -> list[list[float]]:
+        """`score` for several (context, continuations) in one forward pass, to fill a GPU
+        (eval.score_batch_size). Each example is laid out as in `score`, left-padded to the longest so that
+        every example's scored rows end the sequence; pad tokens see only themselves. No shared-prefix cache:
+        the batch re-reads the prefix, which a GPU does in parallel."""
+        if len(items) == 1:
+            return [self.score(*items[0], special_tokens)]
+        layouts = [self._layout(context, conts, special_tokens) for context, conts in items]
+        sequences = [prompt + [t for s in suffixes for t in s] for prompt, _, suffixes in layouts]
+        width = max(map(len, sequences))
+        dtype, device = self.model.dtype, self.model.device
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(items), width), pad, dtype=torch.long)
+        positions = torch.zeros((len(items), width), dtype=torch.long)
+        mask = torch.full((len(items), 1, width, width), torch.finfo(dtype).min, dtype=dtype)
+        mask[:, 0].diagonal(dim1=-2, dim2=-1).fill_(0)  # a pad row attends to itself: no all-masked row
+        for i, ((prompt, _, suffixes), sequence) in enumerate(zip(layouts, sequences, strict=True)):
+            start = width - len(sequence)
+            ids[i, start:] = torch.tensor(sequence)
+            positions[i, start:] = torch.tensor(
+                list(range(len(prompt))) + [len(prompt) + j for s in suffixes for j in range(len(s))]
+            )
+            mask[i, :, start:, start:] = tree_mask(0, len(prompt), [len(s) for s in suffixes], dtype)
+        kept = [len(shared) + 1 + sum(map(len, suffixes)) for _, shared, suffixes in layouts]
+        with autocast(self.dtype), fp32_head(self.model, self.dtype):
+            out = self.model(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=positions.to(device),
+                use_cache=False,
+                logits_to_keep=max(kept),
+            )
+        return [
+            self._read(out.logits[i, -keep:], shared, suffixes)
+            for i, (keep, (_, shared, suffixes)) in enumerate(zip(kept, layouts, strict=True))
+        ]
 
     def _rewind_shared_prefix(self) -> None:
         """Cut the shared prefix's cache back to the prefix, whatever the last example appended to it."""
