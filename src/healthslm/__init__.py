@@ -3,9 +3,10 @@
 import os
 import platform
 
-# The same numbers on every x86-64 CPU (AVX2 or newer, AMD or Intel, any core count): torch's CPU kernels take
-# one code path, not the widest this CPU has. ATen reads ATEN_CPU_CAPABILITY and MKL its reproducible branch
-# (MKL_CBWR; STRICT: the same bits for any thread count) when first used, so this runs before torch computes.
+# The same numbers on every x86-64 CPU of one vendor (AVX2 or newer, any core count; AMD and Intel agree to
+# about the 7th digit, tests/canary.py): torch's CPU kernels take one code path, not the widest this CPU has.
+# ATen reads ATEN_CPU_CAPABILITY and MKL its reproducible branch (MKL_CBWR; STRICT: the same bits for any
+# thread count) when first used, so this runs before torch computes.
 # Measured on an AMD EPYC with AVX-512: its own kernels moved label log-likelihoods by up to 5e-5 from the
 # AVX2 ones and 1 thread from 2 by 4e-6; pinned, both differences were 0, at ~3 % more time (fp32 scoring).
 # oneDNN (bf16 only; fp32 does not reach it) stops below AMX: with ATen pinned to AVX2, torch's bf16 attention

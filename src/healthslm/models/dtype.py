@@ -1,6 +1,7 @@
 """The numerics a stage computes in: set by params (`train.dtype`, `eval.dtype`), never by this machine.
 
-float32 (the default) gives the same numbers on every x86-64 CPU: healthslm/__init__.py pins torch's CPU
+float32 (the default) gives the same numbers on every x86-64 CPU of one vendor, to about the 7th digit
+between AMD and Intel (MKL honours only its SSE2 branch on AMD): healthslm/__init__.py pins torch's CPU
 kernels to one code path (ATen's AVX2 kernels, MKL's reproducible AVX2 branch in strict mode) whatever the
 CPU offers and however many cores run them. bfloat16 autocast is the explicit faster choice where the CPU or
 GPU has it; its numbers may differ by machine, and evaluate reports how often its answers agree with fp32's.
