@@ -337,10 +337,14 @@ def _capacity_line(preset, capacity: dict) -> str:
         for name, row in capacity.get("presets", {}).items()
         if "error" not in json.dumps({k: row.get(k, {"error": 1}) for k in ("ours-default", "score")})
     }
-    stages = {p.stem: json.loads(p.read_text())["wall_s"] for p in STAGE_TIMES_DIR.glob("*.json")}
+    runs = {path.stem: json.loads(path.read_text()) for path in STAGE_TIMES_DIR.glob("*.json")}
+    stages = {stage: run["wall_s"] for stage, run in runs.items()}
     if "smollm2-135m" not in measured or not stages:
         return f"not measured (python benchmarks/capacity.py --presets {preset.name})"
     reference, where = measured["smollm2-135m"], f"{capacity['cpu']}, {capacity['cores']} cores"
+    # The tokens/s ratio of one capacity run, carried to stage times made on another CPU: say both.
+    if (stage_cpus := {run.get("cpu") for run in runs.values()}) != {capacity["cpu"]}:
+        where = f"stage times on {', '.join(sorted(map(str, stage_cpus)))}, tokens/s ratio on {where}"
     if row := measured.get(preset.name):
         train, score = row["ours-default"], row["score"]["score_tokens_per_s"]["float32"]
         hours = estimated_run_s(stages, reference, row) / 3600
