@@ -25,6 +25,12 @@ def _common_prefix(sequences: list[list[int]]) -> list[int]:
     return prefix if all(len(s) > len(prefix) for s in sequences) else prefix[:-1]
 
 
+def _positions(first: int, prompt_len: int, suffixes: list[list[int]]) -> list[int]:
+    """Position ids of the prompt from `first` on (earlier ones sit in the KV cache), then of each answer
+    as if it alone followed the prompt."""
+    return list(range(first, prompt_len)) + [prompt_len + j for s in suffixes for j in range(len(s))]
+
+
 def tree_mask(cached: int, prompt_len: int, lengths: list[int], dtype: torch.dtype) -> torch.Tensor:
     """4D additive mask over `cached` tokens already in the KV cache, then a prompt of `prompt_len` tokens,
     then answers of `lengths` side by side: the prompt is causal; token j of answer i attends to the cache,
@@ -115,8 +121,7 @@ class LabelScorer:
         cached, cache = self._cached_prefix(prompt, keep=len(shared) + 1)
         own = prompt[cached:]
         flat = [token for s in suffixes for token in s]
-        positions = list(range(cached, len(prompt)))
-        positions += [len(prompt) + j for s in suffixes for j in range(len(s))]
+        positions = _positions(cached, len(prompt), suffixes)
         device = self.model.device  # a CUDA GPU where evaluate put the model there
         mask = tree_mask(cached, len(own), [len(s) for s in suffixes], self.model.dtype).to(device)
         try:
@@ -155,9 +160,7 @@ class LabelScorer:
         for i, ((prompt, _, suffixes), sequence) in enumerate(zip(layouts, sequences, strict=True)):
             start = width - len(sequence)
             ids[i, start:] = torch.tensor(sequence)
-            positions[i, start:] = torch.tensor(
-                list(range(len(prompt))) + [len(prompt) + j for s in suffixes for j in range(len(s))]
-            )
+            positions[i, start:] = torch.tensor(_positions(0, len(prompt), suffixes))
             mask[i, :, start:, start:] = tree_mask(0, len(prompt), [len(s) for s in suffixes], dtype)
         kept = [len(shared) + 1 + sum(map(len, suffixes)) for _, shared, suffixes in layouts]
         with autocast(self.dtype), fp32_head(self.model, self.dtype):
