@@ -62,7 +62,7 @@ if [[ $plan == 1 ]]; then
   [[ "$cpu_flags" == *" amx_tile "* ]] && amx=" (this CPU advertises AMX: kept off, a native AMX build died with SIGILL in a VM)"
   echo "torch $torch_version, $torch_variant build, from $torch_index: $torch_why"
   echo "bitsandbytes $(sed -n 's/^bitsandbytes==//p' constraints.txt) from PyPI: one wheel with CPU and CUDA kernels (QLoRA)"
-  echo "llama.cpp (llama-cpp-python $(sed -n 's/^llama[-_]cpp[-_]python==//p' constraints.txt)), a CPU build whatever the GPU: the on-device benchmark measures CPUs; HEALTHSLM_LLAMA_CMAKE_ARGS adds flags (e.g. -DGGML_CUDA=ON). Flags: $(llama_cmake_args)$amx"
+  echo "llama.cpp (llama-cpp-python $(sed -n 's/^llama-cpp-python==\([^ ]*\) .*/\1/p' src/healthslm/models/llama-cpp-python.txt), its sdist pinned by sha256), a CPU build whatever the GPU: the on-device benchmark measures CPUs; HEALTHSLM_LLAMA_CMAKE_ARGS adds flags (e.g. -DGGML_CUDA=ON). Flags: $(llama_cmake_args)$amx"
   echo "healthslm${extras} and the pinned packages of constraints.txt into .venv"
   exit 0
 fi
@@ -87,10 +87,19 @@ else
   "${pip[@]}" "${replace[@]}" "torch==$torch_version"
 fi
 
-# llama-cpp-python (the llama.cpp server, GGUF export, on-device benchmark), ~5 min once. The wheel is cached
-# under a key that includes the flags: a wheel built for another CPU (pip's own wheel cache, a CI cache
-# restored on another runner) is never reused.
-llama_version=$(sed -n 's/^llama[-_]cpp[-_]python==//p' constraints.txt)
+# llama-cpp-python (the llama.cpp server, GGUF export, on-device benchmark), ~5 min once, built from its sdist
+# pinned by sha256 (src/healthslm/models/llama-cpp-python.txt). The sdist stays in the venv: export takes
+# llama.cpp's GGUF converter from it, so no stage downloads code. The wheel is cached under a key that includes
+# the flags: a wheel built for another CPU (pip's own wheel cache, a CI cache restored on another runner) is
+# never reused.
+llama_pin=src/healthslm/models/llama-cpp-python.txt
+llama_version=$(sed -n 's/^llama-cpp-python==\([^ ]*\) .*/\1/p' "$llama_pin")
+llama_sha256=$(sed -n 's/^llama-cpp-python==.*--hash=sha256:\([0-9a-f]*\)$/\1/p' "$llama_pin")
+llama_sdist=.venv/share/healthslm/llama_cpp_python-$llama_version.tar.gz
+if ! echo "$llama_sha256  $llama_sdist" | sha256sum --check --status 2>/dev/null; then
+  "$python" -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: --require-hashes \
+    -r "$llama_pin" -d "$(dirname "$llama_sdist")"
+fi
 cmake_args=$(llama_cmake_args)
 build_key=$(printf '%s %s %s' "$llama_version" "$(uname -m)" "$cmake_args" | sha256sum | cut -c1-16)
 marker=.venv/llama-cpp-build
@@ -99,7 +108,7 @@ if [[ "$(cat "$marker" 2>/dev/null)" != "$build_key" ]]; then
   if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     echo "building llama-cpp-python $llama_version for this CPU (~5 min once): $cmake_args"
     CMAKE_ARGS="$cmake_args" "$python" -m pip wheel --quiet --disable-pip-version-check --no-cache-dir \
-      --no-deps --no-binary llama-cpp-python -w "$wheels.tmp" "llama-cpp-python==$llama_version"
+      --no-deps -w "$wheels.tmp" "$llama_sdist"
     mv "$wheels.tmp" "$wheels"
   fi
   "${pip[@]}" --no-deps --force-reinstall "$wheels"/llama_cpp_python-*.whl

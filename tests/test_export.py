@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from healthslm.errors import HealthSLMError
 from healthslm.export import convert, gguf_facts, quantize
+from healthslm.models import llama_sdist
 from healthslm.models.loader import model_location
 from healthslm.models.registry import resolve_model
 from healthslm.prompts import answer_continuation, build_context
 from healthslm.scoring import LabelScorer
 from healthslm.tasks import BUILTIN_TASKS
+from tests.conftest import ROOT
 
 NEW_TOKENS = 24
 
@@ -100,3 +107,43 @@ def test_gguf_scoring_reuses_a_shared_prefix_and_scores_as_from_an_empty_cache(e
     alone = [gguf_worker(str(local_gguf()), [], [item], 2, 2, 1024)["scores"][0] for item in items]
     np.testing.assert_allclose(together["scores"], alone, atol=2e-3)
     assert "AMX_INT8 = 1" not in together["build"] and "CPU :" in together["build"]
+
+
+NO_NETWORK = Path(__file__).parent / "no_network"  # its sitecustomize.py refuses all but loopback
+
+
+def test_export_needs_no_network_after_setup(tmp_path, tiny_model_dir):
+    """The converter comes from the sdist setup pinned and kept in the venv: export in a fresh cache, with
+    every non-loopback connection and name look-up refused, converts."""
+    env = {**os.environ, "PYTHONPATH": str(NO_NETWORK), "HEALTHSLM_CACHE": str(tmp_path / "cache")}
+    refused = subprocess.run(
+        [sys.executable, "-c", "import urllib.request; urllib.request.urlopen('https://pypi.org/simple/')"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert refused.returncode and "network refused by tests/no_network" in refused.stderr  # the guard holds
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"model": str(tiny_model_dir)}))
+    (tmp_path / "artifacts" / "model").mkdir(parents=True)
+    (tmp_path / "artifacts" / "model" / "training.json").write_text(json.dumps({"trained": False}))
+    healthslm = Path(sys.executable).with_name("healthslm")
+    result = subprocess.run([healthslm, "export"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert gguf_facts(tmp_path / "artifacts" / "gguf" / "model-f16.gguf")["params_m"] > 0
+
+
+def test_the_sdist_is_checked_against_its_pin(tmp_path, monkeypatch):
+    """A file at the sdist's place that is not the pinned one is refused, naming both hashes."""
+    fake = tmp_path / "share" / "healthslm" / f"llama_cpp_python-{llama_sdist.version()}.tar.gz"
+    fake.parent.mkdir(parents=True)
+    fake.write_bytes(b"not the sdist")
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    llama_sdist.sdist.cache_clear()
+    try:
+        with pytest.raises(HealthSLMError, match=f"is not the pinned {llama_sdist.pin()[1]}"):
+            llama_sdist.sdist()
+    finally:
+        llama_sdist.sdist.cache_clear()
+
+
+def test_the_pinned_sdist_is_the_version_constraints_install():
+    constraints = (ROOT / "constraints.txt").read_text()
+    assert f"llama_cpp_python=={llama_sdist.version()}\n" in constraints

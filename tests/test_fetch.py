@@ -150,6 +150,15 @@ def test_unreachable_host_is_a_clear_error(tmp_path):
     assert not (tmp_path / "data").exists() or _files(tmp_path / "data") == []
 
 
+def test_a_malformed_mirror_url_is_named_not_called_a_hash_mismatch(tmp_path):
+    """requests' InvalidURL is a ValueError, which pooch's hash mismatch also is: it was reported as a file
+    that "does not match its pinned sha256"."""
+    with pytest.raises(
+        HealthSLMError, match=r"http://127\.0\.0\.1:99999/\S+ is not a URL requests can fetch"
+    ):
+        fetch(["pubmedqa"], tmp_path / "data", "http://127.0.0.1:99999", echo=lambda _: None)
+
+
 def test_unknown_dataset_names_the_known_ones(tmp_path):
     with pytest.raises(HealthSLMError, match="unknown dataset.*nope.*known: pmdata"):
         fetch(["nope"], tmp_path, None)

@@ -19,7 +19,7 @@ PACKAGE = ROOT / "src" / "healthslm"
 
 # Lowest first: a module may import its own layer or a lower one, never a higher one.
 LAYERS = {
-    "base": ["__init__", "errors", "io", "tasks", "paths", "resources", "reference"],
+    "base": ["__init__", "errors", "io", "tasks", "paths", "resources", "reference", "with_parent"],
     "data": [
         "data",
         "data.readings",

@@ -27,6 +27,7 @@ from healthslm.params import Params, parse_params
 from healthslm.prepare import read_records, training_order
 from healthslm.tasks import BUILTIN_TASKS
 from healthslm.validate_augmented import read_augmented, validate_augmented
+from tests.conftest import ROOT
 from tests.fault_endpoint import FAULTS, fault_endpoint, listener
 
 TASKS = {spec.key: spec for spec in BUILTIN_TASKS}
@@ -378,3 +379,90 @@ def test_augment_and_judge_under_injected_faults_answer_or_list_every_record(all
         assert len(rows) == 200 and all(r["status"] == "ok" or r["reason"] for r in rows)
         assert verdicts["zs"]["medquad_answer"]["failed"] == sum(r["status"] == "failed" for r in rows)
         assert server.duplicate_bills == 0
+
+
+def test_the_local_server_outlives_the_thread_that_started_it_not_the_process(tmp_path):
+    """The server stops with its stage's process (SIGKILL included: the resume test above), never with the
+    thread that started it: PR_SET_PDEATHSIG, set by a `preexec_fn` the parent's threads made unsafe, did."""
+    import threading
+    from contextlib import ExitStack
+
+    import httpx
+
+    from healthslm.llm import llama_server, local_gguf
+
+    with ExitStack() as stack:
+        started: list = []
+        starter = threading.Thread(
+            target=lambda: started.append(stack.enter_context(llama_server(local_gguf(), "m", 256, 1)))
+        )
+        starter.start()
+        starter.join()
+        time.sleep(2)  # the starting thread has ended; a death signal tied to it would have fired by now
+        server = started[0]
+        assert server.death() is None
+        assert httpx.get(f"{server.base_url}/models", timeout=10, trust_env=False).status_code == 200
+    assert server.process.poll() is not None  # and it stops with the block that owns it
+
+
+def test_a_failed_judgement_counts_as_the_lowest_score_not_a_skipped_row():
+    """Two answers scored 4 and one the judge failed on: the mean is over all three (it was 4.0, the mean of
+    the successes, so a judge failing on hard answers scored higher), and the failure rate sits beside it."""
+    from healthslm.judge import CRITERIA, criterion_stats
+
+    ok = {"status": "ok", "scores": dict.fromkeys(CRITERIA, 4)}
+    stats = criterion_stats([ok, ok, {"status": "failed", "reason": "no response"}], params())
+    assert stats["n"] == 3 and stats["failed"] == 1 and stats["failure_rate"] == pytest.approx(0.3333)
+    assert stats["overall"] == pytest.approx(8 / 3, abs=1e-4) and stats["accuracy"] == pytest.approx(
+        8 / 3, abs=1e-4
+    )
+    assert stats["overall_ci_low"] < stats["overall"] < stats["overall_ci_high"]
+
+
+@pytest.mark.parametrize("entry", ["cli", "stage"])
+def test_ctrl_c_in_a_stage_is_one_line_exit_130_and_nothing_partial(all_records, tmp_path, entry):
+    """SIGINT (Ctrl-C) while requests are in flight: one line, exit status 130, no traceback, no output or
+    temporary folder left, and it returns at once (the hung requests are not waited for)."""
+    import http.server
+    import threading
+
+    asked = threading.Event()
+
+    class Hang(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            asked.set()
+            time.sleep(60)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hang)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    project = _project(tmp_path, all_records, 4)
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["augment"]["endpoint"] = {"base_url": f"http://127.0.0.1:{server.server_port}/v1", "model": "m"}
+    raw["augment"]["endpoint"] |= {"concurrency": 2, "timeout_s": 120, "max_retries": 0}
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
+    command = {
+        "cli": [sys.executable, "-m", "healthslm", "augment"],
+        "stage": [sys.executable, str(ROOT / "stages" / "augment.py")],
+    }[entry]
+    try:
+        process = subprocess.Popen(
+            command, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert asked.wait(120), process.communicate()
+        process.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        out, err = process.communicate(timeout=30)
+    finally:
+        server.shutdown()
+    assert time.monotonic() - started < 10
+    assert process.returncode == 130, err
+    assert "Traceback" not in err + out
+    assert err.strip().splitlines()[-1].startswith("interrupted: ")
+    assert [line for line in err.splitlines() if line.strip()][-1:] == err.strip().splitlines()[-1:]
+    assert not (project / "reports" / "augment.json").exists()
+    assert not list(project.rglob(".*.tmp")), "a temporary output was left behind"

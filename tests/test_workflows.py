@@ -58,8 +58,18 @@ def _fill(text: str, context: dict) -> str:
     return re.sub(r"\$\{\{(.+?)\}\}", lambda m: str(_value(m[1], context)), str(text))
 
 
-def run_job(workflow: str, clone: Path, context: dict, env: dict, start: str | None = None, until=None):
-    """Run the workflow's only job in `clone`; return the names of the steps that ran."""
+def run_job(
+    workflow: str,
+    clone: Path,
+    context: dict,
+    env: dict,
+    start: str | None = None,
+    until=None,
+    logs: dict | None = None,
+    fail_at: str | None = None,
+):
+    """Run the workflow's only job in `clone`; return the names of the steps that ran. `logs` collects each
+    run step's output by name; the step named `fail_at` must fail, and the job stops there."""
     jobs = yaml.safe_load((clone / ".github" / "workflows" / workflow).read_text())["jobs"]
     job = next(iter(jobs.values()))
     base_env = {**os.environ, **{k: _fill(v, context) for k, v in job.get("env", {}).items()}, **env}
@@ -84,8 +94,15 @@ def run_job(workflow: str, clone: Path, context: dict, env: dict, start: str | N
             started_at = time.perf_counter()
             result = subprocess.run(command, cwd=clone, env=step_env, capture_output=True, text=True)
             print(f"{time.perf_counter() - started_at:7.1f} s  {workflow}: {name}")  # where time goes (-s)
+            if logs is not None:
+                logs[name] = result.stdout + result.stderr
+            if name == fail_at:
+                assert result.returncode != 0, f"step {name!r} should have failed:\n{result.stdout[-3000:]}"
+                return [*ran, name]
             assert result.returncode == 0, f"step {name!r} failed:\n{result.stdout[-3000:]}\n{result.stderr}"
         ran.append(name)
+    for post in context.pop("post", []):  # post-job steps (actions/cache saves)
+        post()
     return ran
 
 
@@ -113,13 +130,41 @@ def _upload_artifact(inputs: dict, clone: Path, env: dict, context: dict) -> Non
 
 
 def _nothing(*_) -> None:
-    """checkout: the clone is made with full history before the job; setup-python, cache: this Python."""
+    """checkout: the clone is made with full history before the job; setup-python: this Python."""
+
+
+def _cache(inputs: dict, clone: Path, env: dict, context: dict) -> None:
+    """actions/cache: paths in the workspace are restored from the key, else from the newest entry starting
+    with a restore key, out of a store that outlives the job (context["cache_store"]), and saved under the key
+    when the job ends unless the key itself was hit. Paths in the home folder are this machine's (as setup's
+    environment is), so they are neither saved nor restored."""
+    paths = [path for path in inputs["path"].split() if not path.startswith("~")]
+    if not paths or "cache_store" not in context:
+        return
+    store, key = Path(context["cache_store"]), _fill(inputs["key"], context)
+    entries = sorted(store.iterdir(), key=lambda entry: entry.stat().st_mtime, reverse=True)
+    prefixes = [_fill(k, context) for k in inputs.get("restore-keys", "").split()]
+    hit = next((e for e in entries if e.name == key), None) or next(
+        (e for prefix in prefixes for e in entries if e.name.startswith(prefix)), None
+    )
+    for path in paths if hit else []:
+        if (hit / path).exists():
+            shutil.copytree(hit / path, clone / path, dirs_exist_ok=True)
+    context.setdefault("restored", []).append(hit.name if hit else None)
+
+    def save() -> None:
+        for path in paths:
+            if (clone / path).exists():
+                shutil.copytree(clone / path, store / key / path, symlinks=True)
+
+    if hit is None or hit.name != key:
+        context.setdefault("post", []).append(save)
 
 
 STAND_INS = {
     "actions/checkout": _nothing,
     "actions/setup-python": _nothing,
-    "actions/cache": _nothing,
+    "actions/cache": _cache,
     "actions/upload-artifact": _upload_artifact,
     "actions/github-script": _github_script,
 }
@@ -184,13 +229,13 @@ def _git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
 
 
-def _context(mirror_url: str, api, fork: bool = False) -> dict:
+def _context(mirror_url: str, api, fork: bool = False, sha: str = "0" * 40) -> dict:
     head = "someone/healthslm" if fork else REPO
     event = {"number": 7, "pull_request": {"number": 7, "head": {"repo": {"full_name": head}}}}
     owner, name = REPO.split("/")
     event["repository"] = {"full_name": REPO, "name": name, "owner": {"login": owner}}
     return {
-        "github": {"event": event, "base_ref": "main", "repository": REPO, "run_id": "4242"},
+        "github": {"event": event, "base_ref": "main", "repository": REPO, "run_id": "4242", "sha": sha},
         "secrets": {"HEALTHSLM_DATA_MIRROR": mirror_url},  # stands in for GitHub's raw files and archives
         "api_url": api.url,
         "token": "ghs_read" if fork else "ghs_write",
@@ -205,6 +250,12 @@ def test_ci_workflow_up_to_its_test_step_in_a_clean_clone(tmp_path, mirror_url):
     assert ran[-2:] == ["Set up", "Fetch the data as a user does"]
     assert (clone / "data" / "medquad" / "medquad_answered.jsonl.gz").is_file()
     assert (clone / "data" / "pmdata" / "pmdata_fatigue_eval.json").is_file()
+
+
+def _saved_shas(origin: Path, pushes: int) -> list[str]:
+    """The feature branch's last `pushes` commits, oldest first: one cache entry saved per job."""
+    log = _git(origin, "log", "--format=%H", f"-{pushes}", "feature").split()
+    return sorted(log, key=log.index, reverse=True)
 
 
 def _small_params(project: Path, model: Path) -> None:
@@ -235,18 +286,17 @@ def test_pr_workflow_keeps_one_comment_comparing_like_with_like(
         print(f"{time.perf_counter() - started_at:7.1f} s  {' '.join(command)[:80]}")
         assert result.returncode == 0, f"{command}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
 
-    # The base branch: the pipeline run at its committed params, its outputs in a DVC remote.
+    # The base branch: the pipeline run at its committed params. No DVC remote (the common case): the job
+    # carries DVC's cache between its runs instead.
     sh("git", "init", "-q", "-b", "main")
     sh("git", "config", "user.email", "dev@example.org")
     sh("git", "config", "user.name", "dev")
     sh("dvc", "init", "-q")
-    sh("dvc", "remote", "add", "-d", "store", str(tmp_path / "dvc-remote"))
     sh("healthslm", "fetch")
     sh("dvc", "add", "-q", "data")
     sh("git", "add", "-A")
     sh("git", "commit", "-q", "-m", "data")  # DVCLive reads the git revision: the repository needs a commit
     sh("dvc", "repro")
-    sh("dvc", "push", "-q")
     sh("git", "add", "-A")
     sh("git", "commit", "-q", "-m", "base")
     origin = tmp_path / "origin.git"
@@ -254,25 +304,49 @@ def test_pr_workflow_keeps_one_comment_comparing_like_with_like(
     sh("git", "remote", "add", "origin", str(origin))
     sh("git", "checkout", "-q", "-b", "feature")
 
+    store = tmp_path / "actions-cache"
+    store.mkdir()
+    ran_stages = {}
     for push in (1, 2):  # two pushes to one pull request, each run in a clean clone as GitHub would
         (project / "README.md").write_text(f"{(project / 'README.md').read_text()}\nPush {push}.\n")
+        if push == 2:  # a change that only the on-device benchmark (and the report) reads
+            params = yaml.safe_load((project / "params.yaml").read_text())
+            params["export"]["bench_new_tokens"] = 3
+            (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         sh("git", "commit", "-q", "-am", f"push {push}")
         sh("git", "push", "-q", "origin", "feature")
         clone = tmp_path / f"run-{push}" / "clone"
         clone.parent.mkdir()
         _git(tmp_path, "clone", "-q", "--branch", "feature", str(origin), str(clone))
-        context = _context(mirror_url, github_api)
-        job_env = {"DVC_SITE_CACHE_DIR": str(tmp_path / "site"), "GITHUB_STEP_SUMMARY": str(clone / "s")}
-        ran = run_job("pr-metrics.yml", clone, context, job_env)
+        context = _context(mirror_url, github_api, sha=_git(clone, "rev-parse", "HEAD").strip())
+        context["cache_store"] = store
+        job_env = {"DVC_SITE_CACHE_DIR": str(clone.parent / "site"), "GITHUB_STEP_SUMMARY": str(clone / "s")}
+        logs: dict = {}
+        ran = run_job("pr-metrics.yml", clone, context, job_env, logs=logs)
         assert "Post or update the PR comment" in ran
         assert "No comment on a pull request from a fork" not in ran
         assert (clone.parent / "artifacts" / "comparison" / "comparison.html").is_file()
+        assert "No DVC remote is configured" in (clone / "s").read_text()  # said once, in the summary
+        reproduce = logs["Reproduce at the committed params"]
+        ran_stages[push] = set(re.findall(r"Running stage '([^'@]+)", reproduce))
+        (clone.parent / "reproduce.log").write_text(reproduce)
+        ran_stages[push] -= set(re.findall(r"Stage '([^'@]+)[^']*' is cached - skipping run", reproduce))
+        restored = set(re.findall(r"Stage '([^'@]+)[^']*' (?:is cached|didn't change)", reproduce))
+        summary = f"ran {sorted(ran_stages[push])}, restored {sorted(restored)}"
+        print(f"push {push}: cache entry {context['restored'][-1]}; {summary}")
+        saved = sorted(entry.name for entry in store.iterdir())
+        assert saved == sorted(f"dvc-cache-7-{sha}" for sha in _saved_shas(origin, push))
+        if push == 2:
+            assert context["restored"][-1] == f"dvc-cache-7-{_saved_shas(origin, 2)[0]}"  # push 1's
+            assert {"train", "evaluate", "augment", "judge", "export", "validate"} <= restored, restored
+    assert "evaluate" in ran_stages[1] and "train" in ran_stages[1]  # nothing carried yet: computed here
+    assert ran_stages[2] == {"ondevice", "report"}, ran_stages[2]  # the carried cache restored the rest
 
     assert len(github_api.comments) == 1, github_api.comments
     assert [c.split()[0] for c in github_api.calls] == ["GET", "POST", "GET", "PATCH"]
     body = github_api.comments[0]["body"]
     assert body.startswith("<!-- healthslm-compare -->") and "run 4242" in body
-    assert "No parameter changed." in body  # the same params on both sides
+    assert "export.bench_new_tokens" in body  # push 2 changed it
     rows = [line.split(" | ") for line in body.splitlines() if line.startswith("| zs | pubmedqa_answer |")]
     assert rows and all(row[4].split(" [")[0] == row[3] != "—" for row in rows), rows  # base == head here
 
@@ -283,3 +357,48 @@ def test_pr_workflow_keeps_one_comment_comparing_like_with_like(
     ran = run_job("pr-metrics.yml", clone, fork, {"GITHUB_STEP_SUMMARY": str(summary)}, **only_the_end)
     assert ran == ["No comment on a pull request from a fork"]
     assert "comes from a fork" in summary.read_text() and len(github_api.calls) == 4
+
+
+def test_the_pr_jobs_pull_fails_on_a_failing_remote_and_restores_from_a_working_one(tmp_path, serve):
+    """The pull step alone, in a clone whose DVC remote works (the tracked file comes back), then fails (a
+    server that answers 500): the job fails, where `dvc pull || true` went on without a word."""
+    repo, remote = tmp_path / "repo", tmp_path / "remote"
+    repo.mkdir()
+    for command in (
+        ["git", "init", "-q"],
+        ["dvc", "init", "-q"],
+        ["dvc", "remote", "add", "-d", "store", str(remote)],
+    ):
+        subprocess.run(command, cwd=repo, check=True, capture_output=True)
+    (repo / "data.txt").write_text("a tracked output\n")
+    shutil.copytree(ROOT / ".github", repo / ".github")
+    for command in (["dvc", "add", "-q", "data.txt"], ["dvc", "push", "-q"], ["git", "add", "-A"]):
+        subprocess.run(command, cwd=repo, check=True, capture_output=True)
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tracked")
+    clone = tmp_path / "clone"
+    _git(tmp_path, "clone", "-q", str(repo), str(clone))
+    (clone / ".venv").symlink_to(sys.prefix)
+    steps = {
+        "start": "Pull cached outputs when a DVC remote is configured",
+        "until": "Reproduce at the committed params",
+    }
+    env = {"GITHUB_STEP_SUMMARY": str(tmp_path / "summary"), "DVC_SITE_CACHE_DIR": str(tmp_path / "site")}
+    assert run_job("pr-metrics.yml", clone, {"github": {}}, env, **steps) == [steps["start"]]
+    assert (clone / "data.txt").read_text() == "a tracked output\n"
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_error(500)
+
+        do_HEAD = do_POST = do_GET
+
+    (clone / "data.txt").unlink()
+    shutil.rmtree(clone / ".dvc" / "cache", ignore_errors=True)
+    subprocess.run(["dvc", "remote", "modify", "store", "url", serve(None, Failing)], cwd=clone, check=True)
+    logs: dict = {}
+    run_job("pr-metrics.yml", clone, {"github": {}}, env, **steps, logs=logs, fail_at=steps["start"])
+    assert "::error::The DVC remote gave none of the files" in logs[steps["start"]]
+    assert not (clone / "data.txt").exists()

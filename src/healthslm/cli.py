@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from healthslm.errors import HealthSLMError
+from healthslm.errors import HealthSLMError, exit_interrupted
 from healthslm.params import PARAMS_FILE, load_params
 
 params_option = click.option(
@@ -45,11 +45,14 @@ mirror_option = click.option(
 @mirror_option
 @click.option("--dest", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
 def fetch(datasets: tuple[str, ...], mirror: str | None, dest: Path) -> None:
-    """Download the pinned raw datasets into data/, verifying every pin (MedQuAD converted from its XML)."""
+    """Download the pinned raw datasets into data/, verifying every pin (MedQuAD converted from its XML), and
+    llama.cpp's converter sdist if setup has not: after this, `dvc repro` needs no network."""
     from healthslm.data.fetch import fetch as run
+    from healthslm.models import llama_sdist
 
     written = run(list(datasets) or None, dest, mirror, echo=click.echo)
     click.echo(f"{written} file(s) written to {dest}/")
+    llama_sdist.ensure(echo=click.echo)
 
 
 @cli.command()
@@ -375,8 +378,8 @@ def main() -> None:
 
         click.secho(f"error: {missing_input(exc)}", fg="red", err=True)
         sys.exit(1)
-    except click.exceptions.Abort:
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+        exit_interrupted(f"healthslm {' '.join(sys.argv[1:2])}".strip())
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

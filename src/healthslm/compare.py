@@ -146,9 +146,12 @@ def task_table(diff: dict[str, dict]) -> list[str]:
     return lines
 
 
-def _predictions(rev: Rev, mode: str, task: str) -> dict[str, dict] | None:
+def _predictions(rev: Rev, mode: str, task: str) -> dict[str, dict] | str:
     """One revision's prediction rows of a task and mode by id, if its outputs are in the workspace or the
-    DVC cache; None otherwise (the change then has no paired interval)."""
+    DVC cache; otherwise why not (the change then has no paired interval, and the table says so)."""
+    from dvc.exceptions import PathMissingError
+    from dvc_data.index import DataIndexError
+
     path = predictions_dir(mode) / f"{task}.jsonl"
     try:
         if rev.sha is None:
@@ -157,8 +160,13 @@ def _predictions(rev: Rev, mode: str, task: str) -> dict[str, dict] | None:
             import dvc.api
 
             text = dvc.api.read(path.as_posix(), rev=rev.sha, encoding="utf-8")
-    except Exception:  # noqa: BLE001 - any reason the rows are unavailable means: no paired interval
-        return None
+    except FileNotFoundError:
+        return f"the workspace has no {path}"
+    except (
+        PathMissingError,
+        DataIndexError,
+    ):  # DVC tells "not an output" and "not pulled" apart by text only
+        return f"{rev.name}'s {path} is not in the DVC cache here (not an output there, or not pulled)"
     rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     return {row["id"]: row for row in rows if "gold" in row}
 
@@ -179,17 +187,22 @@ def _label_bounds(rev: Rev, mode: str, task: str) -> tuple[float, float] | None:
     return None
 
 
-def paired_change(base: Rev, target: Rev, mode: str, task: str) -> dict | None:
+def paired_change(base: Rev, target: Rev, mode: str, task: str) -> dict | str:
     """Target − base paired by row, when both sides scored the same rows: the change's 95 % interval and
     verdict by metrics.paired, the rule evaluate uses (the same resampling units, the target's label bounds,
-    bootstrap samples and seed). None when either side's predictions are unavailable, the rows differ
-    (another sample), or the target predates recorded label bounds."""
+    bootstrap samples and seed). Otherwise why the change is unpaired: either side's predictions are
+    unavailable, the rows differ (another sample), or the target predates recorded label bounds."""
     spec = all_tasks().get(task)
+    if spec is None:
+        return f"{task} is not a task here"
     old, new = _predictions(base, mode, task), _predictions(target, mode, task)
-    if spec is None or not old or not new or old.keys() != new.keys():
-        return None
+    for side in (old, new):
+        if isinstance(side, str):
+            return side
+    if not old or old.keys() != new.keys():
+        return "the two sides scored different rows"
     if (bounds := _label_bounds(target, mode, task)) is None:
-        return None
+        return f"{target.name} predates recorded label bounds"
     common = sorted(new)
     gold = [new[i]["gold"] for i in common]
     groups = metrics.row_units([new[i] for i in common])
@@ -243,9 +256,11 @@ def moved(mode: str, task: str, metric: str, diff: dict[str, dict], change: dict
     return _outside(diff, mode, task, metric)
 
 
-def _change_row(mode: str, task: str, name: str, diff: dict[str, dict], change: dict | None) -> str:
+def _change_row(
+    mode: str, task: str, name: str, diff: dict[str, dict], change: dict | None, unpaired: str | None = None
+) -> str:
     old, new = diff[_key(mode, task, name)].get("old"), diff[_key(mode, task, name)].get("new")
-    interval = "—"
+    interval = f"— (unpaired: {unpaired}; moved by the intervals of each side)" if unpaired else "—"
     if change:
         fragile = ", fragile" if change["fragile"] else ""
         interval = (
@@ -279,9 +294,11 @@ def changes_table(
             continue
         headline = tasks[task].metric if _key(mode, task, tasks[task].metric) in diff else "rouge_l"
         change = paired_change(base, target, mode, task) if tasks[task].label_kind != "text" else None
+        unpaired = change if isinstance(change, str) else None
+        change = None if unpaired else change
         for name, paired in ((headline, change), ("invalid_rate", None)):
             if _key(mode, task, name) in diff and moved(mode, task, name, diff, paired):
-                row = _change_row(mode, task, name, diff, paired)
+                row = _change_row(mode, task, name, diff, paired, unpaired if paired is change else None)
                 lines.append(row.replace("| ", "| ⚠ ", 1) if mode in numerics_changed else row)
     return lines if len(lines) > 2 else []
 

@@ -3,7 +3,8 @@
 export: the fine-tuned model (the train stage's merged model, or its adapter merged into the base model here;
 the pretrained model when nothing was trained, models/finetuned.py `deployed`) converted to
 artifacts/gguf/model-f16.gguf by llama.cpp's own converter (`convert_hf_to_gguf.py` with its `gguf-py`,
-taken from the llama-cpp-python sdist of the installed version; its pinned requirements are not installed).
+taken from the llama-cpp-python sdist that setup pinned by sha256 and kept in the venv, so it needs no
+network; its pinned requirements are not installed).
 quantize --type T: that f16 file quantized by llama.cpp (through llama-cpp-python) to
 artifacts/gguf/model-T.gguf; size and bits per weight in reports/export/T.json.
 """
@@ -44,8 +45,8 @@ def gguf_file(quantization: str, gguf_dir: Path = GGUF_DIR) -> Path:
 
 
 def converter_source() -> Path:
-    """llama.cpp's converter from the llama-cpp-python sdist of the installed bindings, extracted once."""
-    target = cache_root() / f"llama.cpp-converter-{llama_sdist.version()}"
+    """llama.cpp's converter from the pinned llama-cpp-python sdist, extracted once (keyed by its sha256)."""
+    target = cache_root() / f"llama.cpp-converter-{llama_sdist.pin()[1][:16]}"
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if not (target / "convert_hf_to_gguf.py").exists():

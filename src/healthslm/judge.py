@@ -1,9 +1,10 @@
 """`healthslm judge`: an LLM judge scores the open-ended answers on the seed's six criteria, 0-5.
 
 The rubric is versioned (RUBRIC_VERSION is part of every request, hence of every cache key). The judge must
-answer with one strict JSON object; a malformed answer is re-asked once, then recorded as failed. Same client,
-cache and privacy rule as augmentation (healthslm.llm). Writes artifacts/judge/<mode>/<task>.jsonl and
-reports/judge.json (per criterion: mean and 95 % bootstrap CI).
+answer with one strict JSON object; a malformed answer is re-asked once, then recorded as failed, and a
+failure scores 0 on every criterion. Same client, cache and privacy rule as augmentation (healthslm.llm).
+Writes artifacts/judge/<mode>/<task>.jsonl and reports/judge.json (per criterion: mean and 95 % bootstrap
+CI over every answer; the failure rate beside them).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from healthslm.prepare import available_tasks, read_records
 RUBRIC_VERSION = "judge-v1"
 CRITERIA = ("accuracy", "empathy", "clarity", "guidance", "safety", "helpfulness")
 Score = Field(ge=0, le=5)
+FAILED_SCORE = 0  # the rubric's lowest: what a judgement that failed counts as
 
 
 class Judgement(BaseModel):
@@ -137,13 +139,18 @@ def answers_to_judge(params: Params, predictions_root: Path, records_dir: Path) 
 
 
 def criterion_stats(rows: list[dict], params: Params) -> dict:
-    scored = [row["scores"] for row in rows if row["status"] == "ok"]
-    result: dict = {"n": len(rows), "failed": len(rows) - len(scored)}
-    if not scored:
+    """Per criterion: the mean over every answer, a failed judgement scored FAILED_SCORE (were failures
+    skipped, a judge that fails on the hard answers would score higher), its 95 % CI, and the failure rate."""
+    failed = sum(row["status"] != "ok" for row in rows)
+    result: dict = {"n": len(rows), "failed": failed, "failure_rate": round(failed / max(len(rows), 1), 4)}
+    if not rows:
         return result
+    scores = [
+        row["scores"] if row["status"] == "ok" else dict.fromkeys(CRITERIA, FAILED_SCORE) for row in rows
+    ]
     for name in (*CRITERIA, "overall"):
         values = np.array(
-            [np.mean([s[c] for c in CRITERIA]) if name == "overall" else s[name] for s in scored], dtype=float
+            [np.mean([s[c] for c in CRITERIA]) if name == "overall" else s[name] for s in scores], dtype=float
         )
         low, high = mean_ci(values, params.eval.bootstrap_samples, params.base.seed)
         result |= {name: round(float(values.mean()), 4), f"{name}_ci_low": low, f"{name}_ci_high": high}
@@ -180,7 +187,7 @@ def judge(
             stats = results[mode][name]
             echo(
                 f"judge {mode} {name}: overall {stats.get('overall', float('nan')):.2f} / 5 "
-                f"(n={stats['n']}, failed {stats['failed']})"
+                f"(n={stats['n']}, failed {stats['failed']}, each scored {FAILED_SCORE})"
             )
         usage = client.summary()
     summary = {"rubric_version": RUBRIC_VERSION, "criteria": list(CRITERIA), "usage": usage, **results}

@@ -15,12 +15,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import hashlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -228,12 +225,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """In the server's process: get SIGTERM when the stage dies, even by SIGKILL (Linux prctl)."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def _log_tail(log, lines: int = 6) -> str:
     log.seek(0)
     return " | ".join(log.read().decode(errors="replace").strip().splitlines()[-lines:])
@@ -274,13 +265,14 @@ def llama_server(gguf: Path, alias: str, n_ctx: int, n_threads: int | None) -> I
     port = _free_port()
     threads = str(n_threads or physical_cores())
     command = [
-        sys.executable, "-m", "llama_cpp.server",
+        sys.executable, "-m", "healthslm.with_parent", str(os.getpid()), "llama_cpp.server",
         "--model", str(gguf), "--model_alias", alias,
         "--host", "127.0.0.1", "--port", str(port),
         "--n_ctx", str(n_ctx), "--n_threads", threads, "--n_threads_batch", threads,
     ]  # fmt: skip
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        # with_parent stops the server when this process dies, whichever thread started it
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:
             server = LocalServer(f"http://127.0.0.1:{port}/v1", process, log)
             _wait_ready(process, server.base_url, log, SERVER_START_TIMEOUT_S)
@@ -313,10 +305,6 @@ class Client:
         self._server: LocalServer | None = None
         self._lock = threading.Lock()
         self._in_flight: dict[str, threading.Lock] = {}  # one lock per request key being asked
-        # The server is started from this long-lived thread: its death signal (PR_SET_PDEATHSIG) fires when
-        # the *thread* that started it ends, and the request worker threads come and go.
-        self._owner = ThreadPoolExecutor(1, thread_name_prefix="llama-server")
-        stack.callback(self._owner.shutdown)
 
     @property
     def concurrency(self) -> int:
@@ -338,7 +326,7 @@ class Client:
                     server = llama_server(
                         local_gguf(), self.model, self.endpoint.n_ctx, self.endpoint.n_threads
                     )
-                    self._server = self._owner.submit(self._stack.enter_context, server).result()
+                    self._server = self._stack.enter_context(server)
                     base_url = self._server.base_url
                 self._client = openai.OpenAI(
                     base_url=base_url,
@@ -433,18 +421,30 @@ def run_all(jobs: list[Callable[[], object]], concurrency: int, label: str) -> l
     from rich.progress import Progress
 
     results: list[object] = [None] * len(jobs)
-    with Progress(transient=True) as progress, ThreadPoolExecutor(concurrency) as pool:
-        task = progress.add_task(label, total=len(jobs))
-        futures = {}
-        for index, job in enumerate(jobs):
-            future = pool.submit(job)
-            future.add_done_callback(lambda _: progress.advance(task))
-            futures[future] = index
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in pending:
-            future.cancel()
-        for future in done:
-            if (error := future.exception()) is not None:
-                raise error
-            results[futures[future]] = future.result()
+    pool = ThreadPoolExecutor(concurrency)
+    try:
+        with Progress(transient=True) as progress:
+            task = progress.add_task(label, total=len(jobs))
+            futures = {}
+            for index, job in enumerate(jobs):
+                future = pool.submit(job)
+                future.add_done_callback(lambda _: progress.advance(task))
+                futures[future] = index
+            pending, failed = set(futures), False
+            while pending and not failed:
+                # short waits: a Ctrl-C that a worker thread received reaches the main thread only when it
+                # wakes up, and an untimed wait would sleep until every request in flight has returned
+                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+                failed = any(future.exception() for future in finished)
+            done = set(futures) - pending
+    except KeyboardInterrupt:  # queued jobs are dropped, and the ones in flight are not waited for
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    for future in pending:
+        future.cancel()
+    pool.shutdown()
+    for future in done:
+        if (error := future.exception()) is not None:
+            raise error
+        results[futures[future]] = future.result()
     return results

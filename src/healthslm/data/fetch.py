@@ -111,11 +111,6 @@ def _download(location: str, target: Path, sha256: str | None, label: str) -> No
     upstream = location.startswith((RAW_BASE, ARCHIVE_BASE))
     try:
         store.fetch(key, downloader=downloader)
-    except ValueError:
-        todo = "upstream changed: please report it" if upstream else f"fix the mirror, or unset {MIRROR_ENV}"
-        raise HealthSLMError(
-            f"{label}: {location} does not match its pinned sha256 {sha256}; nothing was written ({todo})"
-        ) from None
     except requests.exceptions.HTTPError as exc:
         todo = "the pinned file is gone upstream: please report it" if upstream else "the mirror lacks it"
         raise HealthSLMError(f"{label}: HTTP {exc.response.status_code} for {location}; {todo}") from None
@@ -124,10 +119,19 @@ def _download(location: str, target: Path, sha256: str | None, label: str) -> No
             f"{label}: the download from {location} was cut off ({type(exc).__name__}) "
             f"{RETRIES + 1} times; nothing was written; run fetch again"
         ) from None
+    except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:  # ValueErrors too
+        raise HealthSLMError(f"{label}: {location} is not a URL requests can fetch ({exc})") from None
     except requests.exceptions.RequestException as exc:
         raise HealthSLMError(
             f"{label}: cannot reach {urlparse(location).netloc} for {location} ({type(exc).__name__}); "
             f"set {MIRROR_ENV} to a mirror folder or URL if this machine is offline"
+        ) from None
+    except ValueError as exc:
+        if "does not match the known hash" not in str(exc):  # pooch's only ValueError for a wrong file
+            raise HealthSLMError(f"{label}: cannot fetch {location}: {exc}") from None
+        todo = "upstream changed: please report it" if upstream else f"fix the mirror, or unset {MIRROR_ENV}"
+        raise HealthSLMError(
+            f"{label}: {location} does not match its pinned sha256 {sha256}; nothing was written ({todo})"
         ) from None
 
 

