@@ -187,7 +187,7 @@ def judge(
             stats = results[mode][name]
             echo(
                 f"judge {mode} {name}: overall {stats.get('overall', float('nan')):.2f} / 5 "
-                f"(n={stats['n']}, failed {stats['failed']}, each scored {FAILED_SCORE})"
+                f"(n={stats['n']}, failed {stats['failed']}, a failure scoring {FAILED_SCORE})"
             )
         usage = client.summary()
     summary = {"rubric_version": RUBRIC_VERSION, "criteria": list(CRITERIA), "usage": usage, **results}

@@ -144,7 +144,8 @@ def augment_lines(augment: dict | None, judge: dict | None) -> list[str]:
     )
     if judge:
         overall = [
-            f"{name} {mode} {stats['overall']:.2f} ({stats['failed']}/{stats['n']} failed, scored 0)"
+            f"{name} {mode} {stats['overall']:.2f} "
+            f"({stats['failed']}/{stats['n']} failed; a failure counts 0)"
             for mode, sets in judge.items()
             if mode not in ("usage", "criteria", "rubric_version") and isinstance(sets, dict)
             for name, stats in sets.items()
