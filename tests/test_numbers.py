@@ -5,6 +5,7 @@ that are exactly what the committed reports say."""
 import json
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -399,12 +400,13 @@ def test_a_comparison_says_why_a_change_is_unpaired_and_fails_on_other_errors(tm
     from healthslm.paths import predictions_dir
 
     monkeypatch.chdir(tmp_path)
-    for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+    dvc = str(Path(sys.executable).with_name("dvc"))  # this suite's DVC, whether or not its venv is on PATH
+    for command in (["git", "init", "-q"], [dvc, "init", "-q"]):
         subprocess.run(command, check=True, capture_output=True)
     folder = predictions_dir("zs")
     folder.mkdir(parents=True)
     (folder / "pmdata_stress.jsonl").write_text('{"id": "r0", "gold": 3, "answer": 3, "unit": 0}\n')
-    subprocess.run(["dvc", "add", "-q", folder.as_posix()], check=True, capture_output=True)
+    subprocess.run([dvc, "add", "-q", folder.as_posix()], check=True, capture_output=True)
     subprocess.run(["git", "add", "-A"], check=True)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "p"], check=True)
     sha = subprocess.run(

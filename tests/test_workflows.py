@@ -363,16 +363,17 @@ def test_the_pr_jobs_pull_fails_on_a_failing_remote_and_restores_from_a_working_
     """The pull step alone, in a clone whose DVC remote works (the tracked file comes back), then fails (a
     server that answers 500): the job fails, where `dvc pull || true` went on without a word."""
     repo, remote = tmp_path / "repo", tmp_path / "remote"
+    dvc = str(Path(sys.executable).with_name("dvc"))  # this suite's DVC, whether or not its venv is on PATH
     repo.mkdir()
     for command in (
         ["git", "init", "-q"],
-        ["dvc", "init", "-q"],
-        ["dvc", "remote", "add", "-d", "store", str(remote)],
+        [dvc, "init", "-q"],
+        [dvc, "remote", "add", "-d", "store", str(remote)],
     ):
         subprocess.run(command, cwd=repo, check=True, capture_output=True)
     (repo / "data.txt").write_text("a tracked output\n")
     shutil.copytree(ROOT / ".github", repo / ".github")
-    for command in (["dvc", "add", "-q", "data.txt"], ["dvc", "push", "-q"], ["git", "add", "-A"]):
+    for command in ([dvc, "add", "-q", "data.txt"], [dvc, "push", "-q"], ["git", "add", "-A"]):
         subprocess.run(command, cwd=repo, check=True, capture_output=True)
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tracked")
     clone = tmp_path / "clone"
@@ -397,7 +398,7 @@ def test_the_pr_jobs_pull_fails_on_a_failing_remote_and_restores_from_a_working_
 
     (clone / "data.txt").unlink()
     shutil.rmtree(clone / ".dvc" / "cache", ignore_errors=True)
-    subprocess.run(["dvc", "remote", "modify", "store", "url", serve(None, Failing)], cwd=clone, check=True)
+    subprocess.run([dvc, "remote", "modify", "store", "url", serve(None, Failing)], cwd=clone, check=True)
     logs: dict = {}
     run_job("pr-metrics.yml", clone, {"github": {}}, env, **steps, logs=logs, fail_at=steps["start"])
     assert "::error::The DVC remote gave none of the files" in logs[steps["start"]]
