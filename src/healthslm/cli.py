@@ -379,7 +379,7 @@ def main() -> None:
         click.secho(f"error: {missing_input(exc)}", fg="red", err=True)
         sys.exit(1)
     except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
-        exit_interrupted(f"healthslm {' '.join(sys.argv[1:2])}".strip())
+        exit_interrupted(" ".join(["healthslm", *sys.argv[1:2]]))
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -162,10 +162,7 @@ def _predictions(rev: Rev, mode: str, task: str) -> dict[str, dict] | str:
             text = dvc.api.read(path.as_posix(), rev=rev.sha, encoding="utf-8")
     except FileNotFoundError:
         return f"the workspace has no {path}"
-    except (
-        PathMissingError,
-        DataIndexError,
-    ):  # DVC tells "not an output" and "not pulled" apart by text only
+    except (PathMissingError, DataIndexError):  # "no such output" and "not pulled" differ in text only
         return f"{rev.name}'s {path} is not in the DVC cache here (not an output there, or not pulled)"
     rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     return {row["id"]: row for row in rows if "gold" in row}
@@ -294,11 +291,11 @@ def changes_table(
             continue
         headline = tasks[task].metric if _key(mode, task, tasks[task].metric) in diff else "rouge_l"
         change = paired_change(base, target, mode, task) if tasks[task].label_kind != "text" else None
-        unpaired = change if isinstance(change, str) else None
+        unpaired = change if isinstance(change, str) else None  # why the headline has no paired interval
         change = None if unpaired else change
-        for name, paired in ((headline, change), ("invalid_rate", None)):
+        for name, paired, why in ((headline, change, unpaired), ("invalid_rate", None, None)):
             if _key(mode, task, name) in diff and moved(mode, task, name, diff, paired):
-                row = _change_row(mode, task, name, diff, paired, unpaired if paired is change else None)
+                row = _change_row(mode, task, name, diff, paired, why)
                 lines.append(row.replace("| ", "| ⚠ ", 1) if mode in numerics_changed else row)
     return lines if len(lines) > 2 else []
 
