@@ -315,15 +315,17 @@ def test_bf16_scoring_reports_how_often_it_agrees_with_fp32(tmp_path, pmdata_rec
     assert any(line.startswith("zs: bfloat16 answers agree with float32 on") for line in lines)
 
 
-def test_batched_scoring_gives_the_rows_of_one_at_a_time(tmp_path, pmdata_records, embedded):
+def test_batched_scoring_gives_the_rows_of_one_at_a_time(tmp_path, pmdata_records, tiny_model_dir):
     """eval.score_batch_size 4 (a GPU's setting; no few-shot cache) against 1 on the same few-shot rows:
-    the same answers, scores within float rounding, every row once, in order."""
+    the same answers, scores within float rounding, every row once, in order. The tiny model (SmolLM2's
+    tokenizer and template, 2 layers) exercises the same layout, masks and positions in seconds."""
     from healthslm.evaluate import evaluate
 
     rows = {}
     for size in (1, 4):
         eval_ = {"mode": "fs-3", "limit": 5, "score_batch_size": size}
-        params = Params.model_validate({"data": {"datasets": ["pmdata"]}, "eval": eval_})
+        data = {"datasets": ["pmdata"]}
+        params = Params.model_validate({"model": str(tiny_model_dir), "data": data, "eval": eval_})
         out = tmp_path / str(size)
         evaluate(params, False, pmdata_records, out / "p", out / "m.json", out / "plots", echo=lambda _: None)
         rows[size] = read_jsonl(out / "p" / "base" / "fs-3" / "pmdata_stress.jsonl")

@@ -109,6 +109,80 @@ def test_gguf_scoring_reuses_a_shared_prefix_and_scores_as_from_an_empty_cache(e
     assert "AMX_INT8 = 1" not in together["build"] and "CPU :" in together["build"]
 
 
+def _task_items(spec_key: str, tokenizer, records: Path, rows: int) -> list:
+    spec = next(t for t in BUILTIN_TASKS if t.key == spec_key)
+    lines = (records / spec.dataset / f"{spec.name}.eval.jsonl").read_text().splitlines()[:rows]
+    scorer, items = LabelScorer(None, tokenizer), []
+    for record in map(json.loads, lines):
+        context = build_context(record, spec, tokenizer, True, "compact")
+        answers = [answer_continuation(a, context) for a in spec.spoken_answers]
+        items.append(scorer.tokenize(context, answers, False))  # as the ondevice stage tokenizes them
+    return items
+
+
+def test_gguf_worker_times_raw_llama_cpp_on_the_same_tokens_and_scores_answers_in_one_pass(
+    embedded, pmdata_records
+):
+    """Raw llama.cpp's rates sit beside the harness's, with their ratio; the C-API decoder scores answers as
+    llama.cpp's own Python API does, reading the prompt, then the answer token by token."""
+    import llama_cpp
+
+    from healthslm.llm import local_gguf
+    from healthslm.ondevice import gguf_worker
+
+    _, tokenizer = embedded
+    items = _task_items("pmdata_readiness", tokenizer, pmdata_records, 2)  # answers 1..10: "10." is 3 tokens
+    assert max(map(len, items[0][1])) >= 3
+    found = gguf_worker(str(local_gguf()), [items[0][0], items[1][0]], items, 6, 2, 1024)
+    raw = found["raw_llama_cpp"]
+    for kind in ("prefill", "decode"):
+        harness, alone = found[f"{kind}_tokens_per_s"], raw[f"{kind}_tokens_per_s"]
+        assert alone > 0 and found[f"{kind}_ratio_to_raw"] == pytest.approx(harness / alone, abs=2e-3)
+
+    # The reference: llama.cpp's own Python API (flash attention, as the worker), the prompt in one batch,
+    # then an answer token by token.
+    path = str(local_gguf())
+    llm = llama_cpp.Llama(model_path=path, n_ctx=1024, n_threads=2, flash_attn=True, verbose=False)
+
+    def log_probs() -> np.ndarray:
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
+        return logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+
+    for (context, continuations), scores in zip(items, found["scores"], strict=True):
+        expected = []
+        for continuation in continuations:
+            llm.reset()
+            llm.eval(context)
+            total = 0.0
+            for token in continuation:
+                total += float(log_probs()[token])
+                llm.eval([token])
+            expected.append(total)
+        np.testing.assert_allclose(scores, expected, atol=2e-3)  # a wrong position moves them by ~0.1+
+
+
+def test_on_device_accuracy_rescores_a_declared_label_stratified_subset(embedded, pmdata_records, tmp_path):
+    """export.accuracy_rows of the ft rows per task, drawn as evaluate draws its rows; HF's on the same."""
+    from healthslm.ondevice import closed_task_items
+    from healthslm.params import Params
+    from healthslm.prepare import available_tasks, eval_sample, read_records
+
+    _, tokenizer = embedded
+    params = Params.model_validate({"data": {"datasets": ["pmdata"]}, "export": {"accuracy_rows": 3}})
+    ft_dir = tmp_path / "ft"
+    for spec in available_tasks(["pmdata"], pmdata_records):
+        records = read_records(pmdata_records, spec.dataset, spec.name, "eval")[:8]
+        rows = [{"id": r["id"], "answer": r["label"], "gold": r["label"]} for r in records]
+        ft_dir.mkdir(exist_ok=True)
+        (ft_dir / f"{spec.key}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    tasks = closed_task_items(params, pmdata_records, ft_dir, tokenizer, True, "compact")
+    assert [spec.key for spec, _, _ in tasks] == [s.key for s in available_tasks(["pmdata"], pmdata_records)]
+    for spec, rows, items in tasks:
+        records = read_records(pmdata_records, spec.dataset, spec.name, "eval")[:8]
+        drawn = [r["id"] for r in eval_sample(records, spec, 3, params.base.seed)]
+        assert [row["id"] for row in rows] == drawn and len(items) == 3
+
+
 NO_NETWORK = Path(__file__).parent / "no_network"  # its sitecustomize.py refuses all but loopback
 
 

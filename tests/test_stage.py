@@ -127,3 +127,19 @@ def test_physical_cores_counts_cores_not_hardware_threads(tmp_path):
     cpuinfo.write_text("".join(block.format(n=n, core=n % 2) for n in range(4)))  # 2 cores, SMT on
     assert physical_cores(cpuinfo) == 2
     assert physical_cores(tmp_path / "absent") == (os.cpu_count() or 1)
+
+
+def test_a_profiled_stage_writes_where_its_time_went_even_when_it_fails(tmp_path):
+    """HEALTHSLM_PROFILE=<folder>: the stage's work under cProfile, listed in <folder>/<stage>.txt; a stage
+    that stops on a missing input still leaves its profile and its one-line error."""
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    env = {**os.environ, "HEALTHSLM_PROFILE": str(tmp_path / "profiles")}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "token_economy.py")],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    profile = (tmp_path / "profiles" / "token_economy.txt").read_text()
+    assert profile.startswith("stage token_economy on ") and "Ordered by: cumulative time" in profile
+    assert "token_economy.py" in profile  # the stage's own functions are listed

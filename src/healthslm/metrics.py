@@ -43,6 +43,7 @@ _DIRECTION_RULES: tuple[tuple[str, str], ...] = (
     ("agreement", "higher"),
     ("per_s", "higher"),  # tokens_per_s, samples_per_second
     ("fraction_of_bound", "higher"),
+    ("ratio_to_raw", "higher"),  # the on-device harness's rate over raw llama.cpp's
 )
 
 

@@ -182,7 +182,7 @@ Mode = Literal["zs", "fs-1", "fs-3", "fs-5", "fs-10", "ft"]
 
 
 class EvalParams(Block):
-    mode: list[Mode] = Field(default=["zs", "fs-3", "ft"], min_length=1)  # `-S eval.mode=fs-5` also works
+    mode: list[Mode] = Field(default=["zs", "ft"], min_length=1)  # `-S eval.mode=fs-5` also works
     finetuned: str = "artifacts/model"  # the `ft` mode's model: the train stage's output or any local path
     strategy: Literal["score", "generate"] = "score"
     prompt_format: Literal["seed", "compact"] = "seed"
@@ -289,8 +289,10 @@ Quantization = Literal["q8_0", "q6_k", "q5_k_m", "q5_0", "q4_k_m", "q4_0"]
 class ExportParams(Block):
     quantizations: list[Quantization] = Field(default=["q8_0", "q4_0"], min_length=1)
     n_threads: int | None = Field(default=None, gt=0)  # llama.cpp threads (null = one per physical core)
-    bench_prompts: int = Field(default=6, gt=0)  # task prompts timed per engine
+    bench_prompts: int = Field(default=4, gt=0)  # task prompts timed per engine
     bench_new_tokens: int = Field(default=32, gt=1)  # decoded per prompt (EOS ignored)
+    # ft eval rows per closed task each GGUF re-scores: a seeded, label-stratified subset (null = all)
+    accuracy_rows: int | None = Field(default=5, gt=0)
 
 
 class Params(Block):

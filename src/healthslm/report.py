@@ -271,6 +271,7 @@ ONDEVICE_COLUMNS = (
     "bits_per_weight",
     "load_s",
     "ttft_s",
+    "prefill_tokens_per_s",
     "decode_tokens_per_s",
     "bound_tokens_per_s",
     "fraction_of_bound",
@@ -315,9 +316,11 @@ def ondevice_section(ondevice: dict | None, preset: ModelPreset) -> list[str]:
     ]
     for name, row in engines.items():
         lines.append(f"| {name} | " + " | ".join(str(row.get(c, "—")) for c in ONDEVICE_COLUMNS) + " |")
+    lines += ["", *_raw_llama_cpp_lines(engines)]
     lines += [
         "",
-        "Accuracy kept (ft eval examples, label scoring through each engine's logits; agreement = share of "
+        "Accuracy kept (a seeded, label-stratified subset of the ft eval rows, `export.accuracy_rows` per "
+        "task, the same for every engine; label scoring through each engine's logits; agreement = share of "
         "answers equal to the HF model's):",
         "",
         "| task | metric | " + " | ".join(engines) + " |",
@@ -335,6 +338,25 @@ def ondevice_section(ondevice: dict | None, preset: ModelPreset) -> list[str]:
             )
         lines.append(f"| {key} | {spec.metric} | " + " | ".join(cells) + " |")
     return [*lines, "", "![speed vs accuracy](ondevice/speed_vs_accuracy.png)"]
+
+
+def _raw_llama_cpp_lines(engines: dict) -> list[str]:
+    """The harness against llama.cpp alone on the same file, threads and tokens (its anchor)."""
+    measured = {name: row for name, row in engines.items() if "raw_llama_cpp" in row}
+    if not measured:
+        return []
+    parts = []
+    for name, row in measured.items():
+        raw = row["raw_llama_cpp"]
+        parts.append(
+            f"{name} decode {row['decode_tokens_per_s']} vs {raw['decode_tokens_per_s']} tok/s "
+            f"({row['decode_ratio_to_raw']:.3f}), prefill {row['prefill_tokens_per_s']} vs "
+            f"{raw['prefill_tokens_per_s']} ({row['prefill_ratio_to_raw']:.3f})"
+        )
+    return [
+        "The harness against raw llama.cpp (llama_decode alone on the same file, threads and tokens, "
+        "interleaved prompt by prompt; harness / raw in brackets): " + "; ".join(parts) + "."
+    ]
 
 
 EFFICIENCY_COLUMNS = (

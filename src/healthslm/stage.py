@@ -3,7 +3,8 @@
 The stage reads params.yaml through a view holding only the params dvc.yaml declares for it: reading any
 other param stops the stage with one line naming it, so a stage cannot depend on a param DVC does not track.
 With HEALTHSLM_TRACE_READS=<folder> every file the stage opens is listed in <folder>/<stage>.json, for the
-test that checks dvc.yaml's deps against what the stages read.
+test that checks dvc.yaml's deps against what the stages read. With HEALTHSLM_PROFILE=<folder> the stage's
+work runs under cProfile and <folder>/<stage>.txt lists where its time went (benchmarks/stage_profile.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from healthslm.resources import children_peak_rss_mb, cpu_name, peak_rss_mb, pro
 
 DVC_FILE = Path("dvc.yaml")
 TRACE_ENV = "HEALTHSLM_TRACE_READS"
+PROFILE_ENV = "HEALTHSLM_PROFILE"
+PROFILE_LINES = 40
 
 
 class Undeclared:
@@ -140,6 +143,23 @@ def _trace_reads(stage: str, folder: str) -> None:
     atexit.register(save)
 
 
+def _profiled(name: str, folder: str, work: Callable[[], object]) -> None:
+    """Run `work` under cProfile; write the functions that took the most time, inner calls included."""
+    import cProfile
+    import io
+    import pstats
+
+    profile = cProfile.Profile()
+    try:
+        profile.runcall(work)
+    finally:
+        text = io.StringIO()
+        stats = pstats.Stats(profile, stream=text).strip_dirs().sort_stats("cumulative")
+        stats.print_stats(PROFILE_LINES)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"{name}.txt").write_text(f"stage {name} on {cpu_name()}\n{text.getvalue()}")
+
+
 def stage_resources(name: str) -> dict:
     """What one stage run cost: wall time from process start (imports included) and peak memory, on the
     CPU that ran it (reports/stages/<stage>.json, a DVC metric of the stage: the report sums them)."""
@@ -165,7 +185,10 @@ def run(stage: str, work: Callable[..., object], *options: str, timed: bool = Tr
         _trace_reads("@".join([stage, *args.values()]), folder)
     name = "@".join([stage, *args.values()])
     try:
-        work(stage_params(stage), **args)
+        if folder := os.environ.get(PROFILE_ENV):
+            _profiled(name, folder, lambda: work(stage_params(stage), **args))
+        else:
+            work(stage_params(stage), **args)
         if timed:
             write_json(STAGE_TIMES_DIR / f"{name}.json", stage_resources(name))
     except HealthSLMError as exc:

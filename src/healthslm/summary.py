@@ -32,6 +32,12 @@ def made_by(root: Path = Path(".")) -> str:
     return f"commit `{commit}`" + (" with uncommitted changes to code or params" if dirty else "")
 
 
+def _pretrained_modes(params: Params) -> str:
+    """How the pretrained model was asked: zero-shot, few-shot or both."""
+    kinds = {"zero-shot" if mode == "zs" else "few-shot" for mode in params.eval.mode if mode != "ft"}
+    return {2: "zero- and few-shot", 1: next(iter(kinds), ""), 0: "(no pretrained mode)"}[len(kinds)]
+
+
 def _run_line(
     params: Params, preset: ModelPreset, training: dict | None, efficiency: dict, origin: str
 ) -> str:
@@ -43,7 +49,7 @@ def _run_line(
         f"`{params.model}` ({preset.provenance}); modes {modes}; data split `{params.data.split}`; {rows} "
         "(seeded, label-stratified, the same rows in every mode; intervals resampled by person on PMData, by "
         f"row elsewhere); answer strategy `{params.eval.strategy}`; `{params.eval.prompt_format}` "
-        f"prompts{' in the chat template' if params.eval.chat_template else ''} zero- and few-shot"
+        f"prompts{' in the chat template' if params.eval.chat_template else ''} {_pretrained_modes(params)}"
     )
     if training:
         lora = training["recipe"]["lora"]
