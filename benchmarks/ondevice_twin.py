@@ -15,6 +15,7 @@ harness's ratio to them. Needs ~5 GB of disk in the temp folder and ~6 GB of RAM
 from __future__ import annotations
 
 import argparse
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -83,7 +84,9 @@ def main() -> None:
                 f"harness / raw llama.cpp: decode {rows[kind]['decode_ratio_to_raw']}, "
                 f"prefill {rows[kind]['prefill_ratio_to_raw']}"
             )
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
     result = {
+        "commit": commit.strip(),
         "what": f"full-depth {args.preset}-shaped twin (random weights), llama.cpp via the ondevice harness",
         "command": "python benchmarks/ondevice_twin.py",
         "cpu": cpu_name(),

@@ -46,7 +46,9 @@ def main() -> None:
     parser.add_argument("--out", default="reports/benchmarks/stage_profiles")
     args = parser.parse_args()
     root, out = Path.cwd(), Path(args.out).resolve()
-    summary: dict = {"cpu": cpu_name(), "command": "python benchmarks/stage_profile.py", "stages": {}}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
+    command = "python benchmarks/stage_profile.py"
+    summary: dict = {"commit": commit.strip(), "cpu": cpu_name(), "command": command, "stages": {}}
     if (out / "summary.json").exists():  # profiles of other stages, from an earlier run on this CPU, stay
         kept = json.loads((out / "summary.json").read_text())
         summary["stages"] = kept["stages"] if kept.get("cpu") == summary["cpu"] else {}

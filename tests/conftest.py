@@ -20,24 +20,6 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
 
-# The longest modules, longest first (pytest --durations on 2 cores): with two workers (pytest-xdist,
-# --dist loadfile) each takes whole modules in this order, so the long ones start at once, not last.
-LONGEST_FIRST = (
-    "test_pipeline.py",
-    "test_twins.py",
-    "test_workflows.py",
-    "test_canary.py",
-    "test_train.py",
-    "test_llm.py",
-    "test_evaluate.py",
-    "test_export.py",
-)
-
-
-def pytest_collection_modifyitems(config, items) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
-
 
 def link_github_layout(flat: Path, dest: Path) -> Path:
     """Lay a folder like ../shared/datasets (<dataset>/<file>, upstream/<repo>/<commit>.zip) out as GitHub
