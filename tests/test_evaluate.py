@@ -287,13 +287,15 @@ def test_numerics_are_recorded_and_float32_needs_no_agreement_check(evaluated):
     assert all("fp32_agreement" not in row for row in results["zs"].values())
 
 
-def test_bf16_scoring_reports_how_often_it_agrees_with_fp32(tmp_path, pmdata_records, embedded):
+def test_bf16_scoring_reports_how_often_it_agrees_with_fp32(tmp_path, pmdata_records, tiny_model_dir):
+    """The tiny model (a Llama, SmolLM2's tokenizer) takes the embedded model's autocast path in seconds."""
     from healthslm.evaluate import evaluate
     from healthslm.report import numerics_section
 
     def run(dtype: str, limit: int) -> dict:
         eval_ = {"mode": "zs", "limit": limit, "dtype": dtype, "fp32_check_rows": 2}
-        params = Params.model_validate({"data": {"datasets": ["pmdata"]}, "eval": eval_})
+        data = {"datasets": ["pmdata"]}
+        params = Params.model_validate({"model": str(tiny_model_dir), "data": data, "eval": eval_})
         out = tmp_path / dtype
         return evaluate(params, False, pmdata_records, out / "p", out / "m.json", out / "plots", echo=print)
 
