@@ -354,8 +354,8 @@ def _raw_llama_cpp_lines(engines: dict) -> list[str]:
             f"{raw['prefill_tokens_per_s']} ({row['prefill_ratio_to_raw']:.3f})"
         )
     return [
-        "The harness against raw llama.cpp (llama_decode alone on the same file, threads and tokens, "
-        "interleaved prompt by prompt; harness / raw in brackets): " + "; ".join(parts) + "."
+        "The harness against raw llama.cpp (llama_decode alone on the same file, threads, cache and tokens, "
+        "each step just before or after the harness's; harness / raw in brackets): " + "; ".join(parts) + "."
     ]
 
 
