@@ -7,7 +7,11 @@ import functools
 import http.server
 import os
 import shutil
+import subprocess
+import sys
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -155,18 +159,103 @@ def tiny_model_dir(tmp_path_factory, embedded) -> Path:
     return path
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of this project's pipeline files in a fresh folder (not yet a git/DVC repo)."""
-    dest = tmp_path / "project"
+def copy_pipeline_files(dest: Path, files=(), folders=()) -> Path:
+    """This project's pipeline files (and `files`, `folders` besides) in a fresh folder, not a repo yet."""
     dest.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+    for name in ("dvc.yaml", "params.yaml", ".gitignore", *files):
         shutil.copy(ROOT / name, dest / name)
-    for name in ("src", "stages", "plugins"):
+    for name in ("src", "stages", "plugins", *folders):
         shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     # The benchmarks' committed outputs (eval_speed, capacity): the report quotes them.
     shutil.copytree(ROOT / "reports" / "benchmarks", dest / "reports" / "benchmarks")
     return dest
+
+
+def pipeline_env(tmp_path: Path) -> dict[str, str]:
+    """The environment a user's shell gives the pipeline: this suite's tools first on PATH, no Hub."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    env["HF_ENDPOINT"] = "https://hub.invalid"  # the Hub must not be needed (and never resolves here)
+    env.pop("HEALTHSLM_DATA_MIRROR", None)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, env: dict, ok: bool = True) -> subprocess.CompletedProcess:
+    started = time.perf_counter()
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    print(f"{time.perf_counter() - started:7.1f} s  {' '.join(cmd)[:100]}")  # where the test's time goes (-s)
+    if ok and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def set_params(project: Path, **changes) -> None:
+    """params.yaml with `block__key=value` changes."""
+    import yaml
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        block, key = dotted.split("__")
+        params[block][key] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@dataclass(frozen=True)
+class SmallRun:
+    project: (
+        Path  # a git + DVC repo (branch main), its first `dvc repro` committed: copy it before changing it
+    )
+    first_repro: str  # that repro's stdout
+    traces: Path  # what each of its stages opened (HEALTHSLM_TRACE_READS)
+
+    def copy(self, dest: Path) -> Path:
+        shutil.copytree(self.project, dest, symlinks=True)
+        return dest
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory, mirror_url: str) -> SmallRun:
+    """The one small pipeline run that the pipeline test and the PR-workflow test both start from: this
+    project at small params (the embedded model, PMData + PubMedQA + GLOBEM absent, 3 eval rows), fetched over
+    HTTP from the loopback GitHub, `dvc repro`, committed."""
+    root = tmp_path_factory.mktemp("small-run")
+    # and what the PR job reads besides
+    project = copy_pipeline_files(root / "project", ("README.md", "setup.sh"), (".github",))
+    set_params(
+        project,
+        eval__limit=3,
+        eval__bootstrap_samples=200,
+        data__datasets=["pmdata", "pubmedqa", "globem"],
+        train__examples_per_task=2,
+        train__max_steps=2,
+        train__merge=False,
+        augment__tasks=["pubmedqa_answer"],
+        augment__per_task=2,
+        export__quantizations=["q4_0"],
+        export__bench_prompts=1,
+        export__bench_new_tokens=2,
+    )
+    env = pipeline_env(root)
+    for command in (
+        ["git", "init", "-q", "-b", "main"],
+        ["git", "config", "user.email", "ci@example.org"],
+        ["git", "config", "user.name", "ci"],
+        ["dvc", "init", "-q"],
+        ["dvc", "config", "core.site_cache_dir", str(root / "dvc-site")],
+        ["healthslm", "fetch", "--dataset", "pmdata", "--dataset", "pubmedqa", "--mirror", mirror_url],
+        ["dvc", "add", "-q", "data"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "data"],  # DVCLive reads the git revision
+    ):
+        run(command, project, env)
+    traces = root / "reads"
+    first = run(["dvc", "repro"], project, {**env, "HEALTHSLM_TRACE_READS": str(traces)})
+    run(["git", "add", "-A"], project, env)
+    run(["git", "commit", "-qm", "first run"], project, env)
+    return SmallRun(project, first.stdout, traces)
 
 
 def browser_binary() -> str:

@@ -4,45 +4,16 @@ LoRA and QLoRA of a second local model as two experiments) compared by `dvc exp 
 `healthslm compare`, or failing clearly."""
 
 import json
-import os
 import re
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.conftest import pipeline_env, run, set_params
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
-
-
-def _env(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["DVC_NO_ANALYTICS"] = "1"
-    env["HF_ENDPOINT"] = "https://hub.invalid"  # the Hub must not be needed (and never resolves here)
-    env.pop("HEALTHSLM_DATA_MIRROR", None)
-    return env
-
-
-def run(cmd: list[str], cwd: Path, env: dict, ok: bool = True) -> subprocess.CompletedProcess:
-    started = time.perf_counter()
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    print(f"{time.perf_counter() - started:7.1f} s  {' '.join(cmd)[:100]}")  # where the test's time goes (-s)
-    if ok and result.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-        )
-    return result
-
-
-def _set_params(project: Path, **changes) -> None:
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    for dotted, value in changes.items():
-        block, key = dotted.split("__")
-        params[block][key] = value
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 NEW_STAGES = {"augment", "validate_augmented", "judge", "export", "quantize@q4_0", "ondevice"}
@@ -50,39 +21,6 @@ NEW_STAGES = {"augment", "validate_augmented", "judge", "export", "quantize@q4_0
 
 def _ran(result: subprocess.CompletedProcess) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", result.stdout))
-
-
-@pytest.fixture
-def repo(project: Path, tmp_path: Path, mirror_url: str) -> tuple[Path, dict]:
-    env = _env(tmp_path)
-    _set_params(
-        project,
-        eval__limit=3,
-        eval__bootstrap_samples=200,
-        data__datasets=["pmdata", "pubmedqa", "globem"],
-        train__examples_per_task=2,
-        train__max_steps=2,
-        train__merge=False,
-        augment__tasks=["pubmedqa_answer"],
-        augment__per_task=2,
-        export__quantizations=["q4_0"],
-        export__bench_prompts=1,
-        export__bench_new_tokens=2,
-    )
-    run(["git", "init", "-q"], project, env)
-    run(["git", "config", "user.email", "ci@example.org"], project, env)
-    run(["git", "config", "user.name", "ci"], project, env)
-    run(["dvc", "init", "-q"], project, env)
-    run(["dvc", "config", "core.site_cache_dir", str(tmp_path / "dvc-site")], project, env)
-    run(
-        ["healthslm", "fetch", "--dataset", "pmdata", "--dataset", "pubmedqa", "--mirror", mirror_url],
-        project,
-        env,
-    )
-    run(["dvc", "add", "-q", "data"], project, env)
-    run(["git", "add", "-A"], project, env)
-    run(["git", "commit", "-qm", "data"], project, env)  # DVCLive reads the git revision
-    return project, env
 
 
 def undeclared_reads(project: Path, traces: Path) -> list[str]:
@@ -115,10 +53,9 @@ def undeclared_reads(project: Path, traces: Path) -> list[str]:
     return sorted(set(problems))
 
 
-def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_dir, browser):
-    project, env = repo
-    traces = project.parent / "reads"
-    first = run(["dvc", "repro"], project, {**env, "HEALTHSLM_TRACE_READS": str(traces)})
+def test_repro_then_noop_then_partial_rerun_then_experiments(small_run, tmp_path, tiny_model_dir, browser):
+    project, env = small_run.copy(tmp_path / "project"), pipeline_env(tmp_path)
+    first = subprocess.CompletedProcess([], 0, small_run.first_repro)  # the shared run's first `dvc repro`
     per_dataset = {
         f"{stage}@{name}" for stage in ("prepare", "validate") for name in ("pmdata", "pubmedqa", "globem")
     }
@@ -126,7 +63,9 @@ def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_di
         _ran(first)
         == per_dataset | {"token_economy", "train", "evaluate", "evaluate_finetuned", "report"} | NEW_STAGES
     )
-    assert undeclared_reads(project, traces) == []  # every file a stage read is a dep in dvc.yaml
+    assert (
+        undeclared_reads(small_run.project, small_run.traces) == []
+    )  # every file a stage read is a dep in dvc.yaml
     assert "globem: skipped, no globem_anxiety.csv" in first.stdout
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert metrics["zs"]["pmdata_fatigue"]["n"] == 3 and set(metrics) == {"zs", "efficiency"}
@@ -167,7 +106,7 @@ def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_di
     shown = run(["dvc", "metrics", "show", "--json"], project, env)
     assert "pmdata_stress" in shown.stdout
 
-    _set_params(project, judge__max_tokens=150)
+    set_params(project, judge__max_tokens=150)
     third = run(["dvc", "repro"], project, env)
     # A param re-runs only the stages that read it (and after them only those whose inputs then changed).
     assert {"judge"} <= _ran(third) <= {"judge", "report"}
@@ -182,7 +121,7 @@ def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_di
     questions[first_id]["LONG_ANSWER"] += " (corrected)"
     raw.write_text(json.dumps(questions))
     run(["dvc", "add", "-q", "data"], project, env)
-    _set_params(project, eval__limit=4)
+    set_params(project, eval__limit=4)
     fourth = run(["dvc", "repro"], project, env)
     assert _ran(fourth) - {"validate_augmented"} == {
         "prepare@pubmedqa",
@@ -266,7 +205,7 @@ def test_repro_then_noop_then_partial_rerun_then_experiments(repo, tiny_model_di
     run(["dvc", "exp", "apply", "tiny-lora"], project, env)
     run(["git", "add", "-A"], project, env)
     run(["git", "commit", "-qm", "tiny model"], project, env)
-    _set_params(project, eval__strategy="generate", eval__max_new_tokens=4)
+    set_params(project, eval__strategy="generate", eval__max_new_tokens=4)
     run(["dvc", "repro", "evaluate"], project, env)
     run(["git", "add", "-A"], project, env)
     run(["git", "commit", "-qm", "generate"], project, env)

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from healthslm.errors import HealthSLMError
 from healthslm.models import llama_sdist
 from healthslm.models.registry import load_preset, preset_names, resolve_model
-from healthslm.models.twin import build_twin, load_tokenizer
+from healthslm.models.twin import build_twin, chat_template, load_tokenizer, narrowed, vocabulary_file
 from healthslm.params import parse_params
 
 FAMILIES = {
@@ -27,6 +27,7 @@ FAMILIES = {
     "phi-3": "phi-3-mini",
     "qwen2": "qwen2.5-1.5b",
 }
+HEADS = 2  # narrowed (twin.narrowed): the family's tokenizer and modules at a fraction of the cost
 _built: dict[str, Path] = {}
 
 
@@ -37,10 +38,10 @@ def twin_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(params=list(FAMILIES))
 def twin(request, twin_root) -> Path:
-    """A one-layer twin of the family's preset, built once per session."""
+    """A one-layer, two-head twin of the family's preset, built once per session."""
     preset = FAMILIES[request.param]
     if preset not in _built:
-        _built[preset] = build_twin(preset, twin_root / preset, layers=1, seed=0)
+        _built[preset] = build_twin(preset, twin_root / preset, layers=1, seed=0, heads=HEADS)
     return _built[preset]
 
 
@@ -87,22 +88,51 @@ def test_a_vocabulary_file_that_is_not_the_pinned_one_is_refused(monkeypatch):
         load_tokenizer(load_preset("phi-3-mini"))
 
 
+def named_template(preset) -> str:
+    import llama_cpp
+
+    if (named := chat_template(preset.twin)) is not None:
+        return named
+    path = str(vocabulary_file(preset.twin, preset))
+    vocab = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+    return llama_cpp.llama_model_chat_template(vocab.model, None).decode()
+
+
+def test_narrowing_keeps_the_head_width_and_the_grouping_and_all_heads_is_the_preset():
+    for name in preset_names():
+        if (shape := load_preset(name).architecture) is None:
+            continue
+        assert narrowed(shape, shape.num_attention_heads) == shape, name  # a twin by default: the preset's
+        narrow = narrowed(shape, HEADS)
+        assert narrow.head_width == shape.head_width and narrow.vocab_size == shape.vocab_size, name
+        assert narrow.num_key_value_heads == max(
+            1, shape.num_key_value_heads * HEADS // shape.num_attention_heads
+        )
+        assert narrow.intermediate_size % 32 == 0  # GGUF's quantization blocks tile the MLP's rows
+    smollm2 = load_preset("smollm2-135m").architecture  # 9 heads, 3 key-value heads
+    for heads in (7, 10):
+        with pytest.raises(HealthSLMError, match=rf"heads={heads}: needs 1 to 9 heads, a multiple of \d"):
+            narrowed(smollm2, heads)
+
+
 def test_a_twin_is_its_presets_shape_with_its_real_tokenizer(twin):
     facts = json.loads((twin / "twin.json").read_text())
     preset = resolve_model(str(twin))
     assert preset.twin_of == facts["preset"] and preset.architecture.num_hidden_layers == 1
     assert preset.recipe == load_preset(facts["preset"]).recipe and "random-weight twin" in preset.provenance
     config = json.loads((twin / "config.json").read_text())
-    shape = load_preset(facts["preset"]).architecture
-    assert (config["hidden_size"], config["num_hidden_layers"]) == (shape.hidden_size, 1)
+    shape = narrowed(load_preset(facts["preset"]).architecture, HEADS)
+    assert (config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]) == (
+        shape.hidden_size, shape.intermediate_size, 1
+    )  # fmt: skip
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(twin)
     assert len(tokenizer) >= {"llama-spm": 32000, "llama-bpe": 128256, "phi-3": 32064, "qwen2": 151643}.get(
         facts["tokenizer"], 49152
     )
-    # The model's template, as its preset names it: the saved folder renders what the source renders.
-    assert tokenizer.chat_template == load_tokenizer(load_preset(facts["preset"])).chat_template
+    # The model's template as its preset names it (a file, else the vocabulary's own, read by llama.cpp).
+    assert tokenizer.chat_template == named_template(load_preset(facts["preset"]))
     turn = tokenizer.apply_chat_template([{"role": "user", "content": "Q"}], tokenize=False,
                                          add_generation_prompt=True)  # fmt: skip
     assert "Q" in turn and not turn.startswith(2 * (tokenizer.bos_token or "\0"))  # no double BOS

@@ -258,27 +258,25 @@ def _saved_shas(origin: Path, pushes: int) -> list[str]:
     return sorted(log, key=log.index, reverse=True)
 
 
-def _small_params(project: Path, model: Path) -> None:
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["model"] = str(model)
-    params["data"]["datasets"] = ["pubmedqa"]
-    params["eval"] |= {"limit": 3, "bootstrap_samples": 100, "mode": ["zs", "ft"]}
-    params["train"] |= {"examples_per_task": 2, "max_steps": 2, "merge": False}
-    params["augment"] |= {"tasks": ["pubmedqa_answer"], "per_task": 1}
-    params["export"] |= {"quantizations": ["q4_0"], "bench_prompts": 1, "bench_new_tokens": 2}
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+def _seed_cache_entry(store: Path, project: Path, name: str) -> None:
+    """An actions/cache entry as pr-metrics.yml's last two steps leave one: DVC's cache, with the run's
+    dvc.lock and git-tracked reports in .dvc/cache/pr-run (here: the base branch's run, as another pull
+    request at the base commit would have saved it)."""
+    cache = store / name / ".dvc" / "cache"
+    shutil.copytree(project / ".dvc" / "cache", cache, symlinks=True)
+    (cache / "pr-run").mkdir()
+    shutil.copy(project / "dvc.lock", cache / "pr-run" / "dvc.lock")
+    shutil.copytree(project / "reports", cache / "pr-run" / "reports")
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_pr_workflow_keeps_one_comment_comparing_like_with_like(
-    tmp_path, project, mirror_url, tiny_model_dir, github_api
-):
+def test_pr_workflow_keeps_one_comment_comparing_like_with_like(tmp_path, small_run, mirror_url, github_api):
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "HEALTHSLM_DATA_MIRROR": mirror_url}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    for name in (".github", "README.md", "setup.sh"):
-        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, project / name)
-    _small_params(project, tiny_model_dir)
+    # The base branch: the shared small run, committed at its params. No DVC remote (the common case): the
+    # job carries DVC's cache between its runs instead.
+    project = small_run.copy(tmp_path / "project")
 
     def sh(*command: str) -> None:
         started_at = time.perf_counter()
@@ -286,19 +284,6 @@ def test_pr_workflow_keeps_one_comment_comparing_like_with_like(
         print(f"{time.perf_counter() - started_at:7.1f} s  {' '.join(command)[:80]}")
         assert result.returncode == 0, f"{command}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
 
-    # The base branch: the pipeline run at its committed params. No DVC remote (the common case): the job
-    # carries DVC's cache between its runs instead.
-    sh("git", "init", "-q", "-b", "main")
-    sh("git", "config", "user.email", "dev@example.org")
-    sh("git", "config", "user.name", "dev")
-    sh("dvc", "init", "-q")
-    sh("healthslm", "fetch")
-    sh("dvc", "add", "-q", "data")
-    sh("git", "add", "-A")
-    sh("git", "commit", "-q", "-m", "data")  # DVCLive reads the git revision: the repository needs a commit
-    sh("dvc", "repro")
-    sh("git", "add", "-A")
-    sh("git", "commit", "-q", "-m", "base")
     origin = tmp_path / "origin.git"
     _git(tmp_path, "clone", "-q", "--bare", str(project), str(origin))
     sh("git", "remote", "add", "origin", str(origin))
@@ -306,6 +291,8 @@ def test_pr_workflow_keeps_one_comment_comparing_like_with_like(
 
     store = tmp_path / "actions-cache"
     store.mkdir()
+    seeded = f"dvc-cache-3-{_git(project, 'rev-parse', 'main').strip()}"  # pull request 3, at the base
+    _seed_cache_entry(store, project, seeded)
     ran_stages = {}
     for push in (1, 2):  # two pushes to one pull request, each run in a clean clone as GitHub would
         (project / "README.md").write_text(f"{(project / 'README.md').read_text()}\nPush {push}.\n")
@@ -334,12 +321,13 @@ def test_pr_workflow_keeps_one_comment_comparing_like_with_like(
         restored = set(re.findall(r"Stage '([^'@]+)[^']*' (?:is cached|didn't change)", reproduce))
         summary = f"ran {sorted(ran_stages[push])}, restored {sorted(restored)}"
         print(f"push {push}: cache entry {context['restored'][-1]}; {summary}")
-        saved = sorted(entry.name for entry in store.iterdir())
+        saved = sorted(entry.name for entry in store.iterdir() if entry.name != seeded)
         assert saved == sorted(f"dvc-cache-7-{sha}" for sha in _saved_shas(origin, push))
-        if push == 2:
-            assert context["restored"][-1] == f"dvc-cache-7-{_saved_shas(origin, 2)[0]}"  # push 1's
-            assert {"train", "evaluate", "augment", "judge", "export", "validate"} <= restored, restored
-    assert "evaluate" in ran_stages[1] and "train" in ran_stages[1]  # nothing carried yet: computed here
+        # Push 1 has no entry of its own yet: restore key `dvc-cache-` finds another PR's. Push 2: push 1's.
+        expected = seeded if push == 1 else f"dvc-cache-7-{_saved_shas(origin, 2)[0]}"
+        assert context["restored"][-1] == expected
+        assert {"train", "evaluate", "augment", "judge", "export", "validate"} <= restored, restored
+    assert ran_stages[1] == set(), ran_stages[1]  # README alone changed: every stage restored
     assert ran_stages[2] == {"ondevice", "report"}, ran_stages[2]  # the carried cache restored the rest
 
     assert len(github_api.comments) == 1, github_api.comments

@@ -17,6 +17,7 @@ from pathlib import Path
 from healthslm.errors import HealthSLMError
 from healthslm.io import atomic_dir
 from healthslm.models import llama_sdist
+from healthslm.models.capacity import Architecture
 from healthslm.models.loader import gguf_path
 from healthslm.models.registry import TWIN_FILE, ModelPreset, TwinSpec, load_preset
 
@@ -67,9 +68,16 @@ def _spec(preset: ModelPreset) -> TwinSpec:
 def sentencepiece_model(vocab: Path) -> bytes | None:
     """A SentencePiece model (tokenizer.model) rebuilt from a GGUF's SPM vocabulary (pieces, scores, types),
     as the real Llama 2 and Phi-3 folders ship one (llama.cpp's converter reads it); None for BPE."""
+    import llama_cpp
     from gguf import GGUFReader
     from sentencepiece import sentencepiece_model_pb2 as spm
 
+    # llama.cpp reads the vocabulary's kind at once; GGUFReader parses every piece in Python (~10 s at 128k).
+    llm = llama_cpp.Llama(model_path=str(vocab), vocab_only=True, verbose=False)
+    kind = llama_cpp.llama_vocab_type(llama_cpp.llama_model_get_vocab(llm.model))
+    llm.close()
+    if kind != llama_cpp.LLAMA_VOCAB_TYPE_SPM:
+        return None
     fields = GGUFReader(vocab).fields
 
     def value(key: str):
@@ -78,8 +86,6 @@ def sentencepiece_model(vocab: Path) -> bytes | None:
             [field.contents(i) for i in range(len(field.data))] if len(field.data) > 1 else field.contents()
         )
 
-    if value("tokenizer.ggml.model") != "llama":
-        return None
     model = spm.ModelProto()
     model.trainer_spec.model_type = spm.TrainerSpec.BPE
     model.trainer_spec.byte_fallback = True
@@ -108,9 +114,30 @@ def sentencepiece_model(vocab: Path) -> bytes | None:
     return model.SerializeToString()
 
 
-def build_twin(name: str, out: Path, layers: int | None = None, seed: int = 0) -> Path:
-    """Write a transformers model folder: the preset's architecture (`layers` decoder layers, default all),
-    weights drawn with `seed`, the family's real tokenizer and chat template, and twin.json."""
+def narrowed(arch: Architecture, heads: int) -> Architecture:
+    """The architecture with `heads` attention heads of the same width, for the tests' twins: key-value heads
+    cut in proportion (at least one), hidden and MLP widths with them. Tokenizer, module names, head width and
+    the GGUF converter's path stay the preset's; the vocabulary's rows cost a fraction. (A narrowed twin's
+    preset still plans training memory at the full width: an overestimate.)"""
+    kv_heads = max(1, arch.num_key_value_heads * heads // arch.num_attention_heads)
+    if not 1 <= heads <= arch.num_attention_heads or heads % kv_heads:
+        raise HealthSLMError(
+            f"heads={heads}: needs 1 to {arch.num_attention_heads} heads, a multiple of {kv_heads} "
+            "key-value heads"
+        )
+    hidden = arch.hidden_size * heads // arch.num_attention_heads  # = heads x head width unless set apart
+    update = {"num_attention_heads": heads, "num_key_value_heads": kv_heads, "hidden_size": hidden}
+    # A multiple of 32: GGUF's quantization blocks must tile every row (else llama.cpp falls back).
+    update["intermediate_size"] = 32 * max(1, round(arch.intermediate_size * hidden / arch.hidden_size / 32))
+    return arch.model_copy(update=update)
+
+
+def build_twin(
+    name: str, out: Path, layers: int | None = None, seed: int = 0, heads: int | None = None
+) -> Path:
+    """Write a transformers model folder: the preset's architecture (`layers` decoder layers, default all;
+    `heads` attention heads, default all: see `narrowed`), weights drawn with `seed`, the family's real
+    tokenizer and chat template, and twin.json."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -124,6 +151,8 @@ def build_twin(name: str, out: Path, layers: int | None = None, seed: int = 0) -
         if not 1 <= layers <= arch.num_hidden_layers:
             raise HealthSLMError(f"--layers {layers}: {name} has 1 to {arch.num_hidden_layers} layers")
         arch = arch.model_copy(update={"num_hidden_layers": layers})
+    if heads is not None:
+        arch = narrowed(arch, heads)
     config = arch.config()
     # A vocabulary file may carry a token past the model's embedding (llama-bpe's extra <|endoftext|>).
     config.vocab_size = max(arch.vocab_size, len(tokenizer))
@@ -140,6 +169,8 @@ def build_twin(name: str, out: Path, layers: int | None = None, seed: int = 0) -
         facts = {
             "preset": name,
             "layers": arch.num_hidden_layers,
+            "heads": arch.num_attention_heads,
+            "hidden_size": arch.hidden_size,
             "seed": seed,
             "tokenizer": spec.tokenizer,
             "vocabulary_file": vocab.name,
