@@ -1,7 +1,7 @@
-"""The real pipeline in a temp git + DVC repo: fetch over HTTP, dvc repro (training included), no-op repro,
-partial re-run, metrics, and experiments: `dvc exp run -S model=...`, and a study (`healthslm study run`:
-LoRA and QLoRA of a second local model as two experiments) compared by `dvc exp show`, `dvc metrics diff` and
-`healthslm compare`, or failing clearly."""
+"""The real pipeline in a temp git + DVC repo (a copy of the shared small run, conftest.small_run): fetch over
+HTTP, dvc repro (training included), no-op repro, partial re-run, metrics, and experiments: `dvc exp run -S
+model=...`, and a study (`healthslm study run`: LoRA and QLoRA of a second local model as two experiments)
+compared by `dvc exp show`, `dvc metrics diff` and `healthslm compare`, or failing clearly."""
 
 import json
 import re
