@@ -272,22 +272,14 @@ def _seed_cache_entry(store: Path, project: Path, name: str) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_pr_workflow_keeps_one_comment_comparing_like_with_like(tmp_path, small_run, mirror_url, github_api):
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "HEALTHSLM_DATA_MIRROR": mirror_url}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     # The base branch: the shared small run, committed at its params. No DVC remote (the common case): the
     # job carries DVC's cache between its runs instead.
     project = small_run.copy(tmp_path / "project")
 
-    def sh(*command: str) -> None:
-        started_at = time.perf_counter()
-        result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
-        print(f"{time.perf_counter() - started_at:7.1f} s  {' '.join(command)[:80]}")
-        assert result.returncode == 0, f"{command}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
-
     origin = tmp_path / "origin.git"
     _git(tmp_path, "clone", "-q", "--bare", str(project), str(origin))
-    sh("git", "remote", "add", "origin", str(origin))
-    sh("git", "checkout", "-q", "-b", "feature")
+    _git(project, "remote", "add", "origin", str(origin))
+    _git(project, "checkout", "-q", "-b", "feature")
 
     store = tmp_path / "actions-cache"
     store.mkdir()
@@ -300,8 +292,8 @@ def test_pr_workflow_keeps_one_comment_comparing_like_with_like(tmp_path, small_
             params = yaml.safe_load((project / "params.yaml").read_text())
             params["export"]["bench_new_tokens"] = 3
             (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        sh("git", "commit", "-q", "-am", f"push {push}")
-        sh("git", "push", "-q", "origin", "feature")
+        _git(project, "commit", "-q", "-am", f"push {push}")
+        _git(project, "push", "-q", "origin", "feature")
         clone = tmp_path / f"run-{push}" / "clone"
         clone.parent.mkdir()
         _git(tmp_path, "clone", "-q", "--branch", "feature", str(origin), str(clone))
