@@ -11,15 +11,53 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 import healthslm  # noqa: F401  (first: it pins torch's CPU kernels before any test computes)
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (pyproject's `-n auto`), each worker keeps to one CPU of its own: its processes see
+    one core (resources.physical_cores), so torch and llama.cpp start one thread each and two workers never
+    compete for a core (their spinning threads did, 8x slower, when both used every core)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    if worker and hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[int(worker[2:]) % len(cpus)]})
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: a worker per CPU this process may use, as far as memory allows (a worker's pipeline stages
+    peak at ~3.5 GB: the embedded model training)."""
+    import psutil
+
+    from healthslm.resources import allowed_cpus
+
+    return max(1, min(len(allowed_cpus()), int(psutil.virtual_memory().total / 2**30 // 4)))
+
+
+EXPENSIVE_FIXTURES = ("small_run", "evaluated", "logliks_by_threads")  # built per worker that uses them
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests sharing an expensive fixture of their own run on one worker (xdist loadgroup): the small pipeline
+    run, evaluate's run of the tiny model, the canary's scores, each family's twin. The small run's tests go
+    first: they are the longest, and the other worker takes the rest meanwhile."""
+    for item in items:
+        if shared := [name for name in EXPENSIVE_FIXTURES if name in item.fixturenames]:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
+        elif "twin" in item.fixturenames and hasattr(item, "callspec"):
+            item.add_marker(pytest.mark.xdist_group(f"twin-{item.callspec.params['twin']}"))
+    items.sort(key=lambda item: "small_run" not in item.fixturenames)  # stable: the rest keep their order
 
 
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
@@ -92,14 +130,31 @@ def mirror_url(github_layout: Path, serve) -> str:
     return serve(github_layout)
 
 
+def once_per_run(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder that `build` fills once per test run, shared by every pytest-xdist worker (the first builds it
+    under a file lock, the others wait and read it). Read-only for the tests: copy before changing."""
+    workers = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        workers = workers.parent  # the run's folder, above each worker's own
+    folder, done = workers / f"shared-{name}", workers / f"shared-{name}.done"
+    with FileLock(f"{folder}.lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed half-way
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def raw_data(tmp_path_factory, mirror_url: str) -> Path:
     """data/ as `healthslm fetch` writes it (every dataset, MedQuAD converted), fetched once over HTTP."""
     from healthslm.data.fetch import fetch
 
-    dest = tmp_path_factory.mktemp("raw") / "data"
-    fetch(None, dest, mirror_url, echo=lambda _: None)
-    return dest
+    def build(root: Path) -> None:
+        fetch(None, root / "data", mirror_url, echo=lambda _: None)
+
+    return once_per_run(tmp_path_factory, "raw", build) / "data"
 
 
 @pytest.fixture(scope="session")
@@ -108,10 +163,11 @@ def pmdata_records(tmp_path_factory, raw_data: Path) -> Path:
     from healthslm.params import Params
     from healthslm.prepare import prepare
 
-    root = tmp_path_factory.mktemp("records")
-    shutil.copytree(raw_data / "pmdata", root / "data" / "pmdata")
-    prepare(Params(), ["pmdata"], data_dir=root / "data", out_dir=root / "records", echo=lambda _: None)
-    return root / "records"
+    def build(root: Path) -> None:
+        shutil.copytree(raw_data / "pmdata", root / "data" / "pmdata")
+        prepare(Params(), ["pmdata"], data_dir=root / "data", out_dir=root / "records", echo=lambda _: None)
+
+    return once_per_run(tmp_path_factory, "records", build) / "records"
 
 
 @pytest.fixture(scope="session")
@@ -120,9 +176,10 @@ def all_records(tmp_path_factory, raw_data: Path) -> Path:
     from healthslm.params import ALL_DATASETS, Params
     from healthslm.prepare import prepare
 
-    root = tmp_path_factory.mktemp("all-records")
-    prepare(Params(), ALL_DATASETS, data_dir=raw_data, out_dir=root / "records", echo=lambda _: None)
-    return root / "records"
+    def build(root: Path) -> None:
+        prepare(Params(), ALL_DATASETS, data_dir=raw_data, out_dir=root / "records", echo=lambda _: None)
+
+    return once_per_run(tmp_path_factory, "all-records", build) / "records"
 
 
 @pytest.fixture(scope="session")

@@ -115,14 +115,12 @@ def test_augment_caches_every_response_and_the_gate_checks_the_kept_ones(all_rec
         )
 
 
-def _project(tmp_path: Path, all_records: Path, per_task: int) -> Path:
+def _project(tmp_path: Path, all_records: Path, per_task: int, max_tokens: int = 160) -> Path:
     project = tmp_path / "project"
     (project / "artifacts").mkdir(parents=True)
     shutil.copytree(all_records / "pubmedqa", project / "artifacts" / "records" / "pubmedqa")
-    raw = {
-        "data": {"datasets": ["pubmedqa"]},
-        "augment": {"tasks": ["pubmedqa_answer"], "per_task": per_task, "endpoint": {"concurrency": 1}},
-    }
+    augment = {"tasks": ["pubmedqa_answer"], "per_task": per_task, "max_tokens": max_tokens}
+    raw = {"data": {"datasets": ["pubmedqa"]}, "augment": augment | {"endpoint": {"concurrency": 1}}}
     (project / "params.yaml").write_text(yaml.safe_dump(raw))
     return project
 
@@ -134,7 +132,8 @@ def _cache_lines(project: Path) -> int:
 
 def test_killed_augmentation_resumes_with_only_the_missing_requests(all_records, tmp_path):
     total = 6
-    project = _project(tmp_path, all_records, total)
+    # Short answers (a truncated one is cached and counted like any): resuming does not depend on length.
+    project = _project(tmp_path, all_records, total, max_tokens=48)
     env = {**os.environ, **SECRETS}
     command = [sys.executable, "-m", "healthslm", "augment"]
     process = subprocess.Popen(

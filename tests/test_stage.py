@@ -10,7 +10,7 @@ import pytest
 
 from healthslm.errors import HealthSLMError
 from healthslm.params import Params
-from healthslm.resources import PeakMemory, physical_cores
+from healthslm.resources import CPUINFO, PeakMemory, allowed_cpus, physical_cores
 from healthslm.stage import declared_params, restrict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,8 +125,11 @@ def test_physical_cores_counts_cores_not_hardware_threads(tmp_path):
     block = "processor\t: {n}\nmodel name\t: X\nphysical id\t: 0\nsiblings\t: 4\ncore id\t\t: {core}\n\n"
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("".join(block.format(n=n, core=n % 2) for n in range(4)))  # 2 cores, SMT on
-    assert physical_cores(cpuinfo) == 2
-    assert physical_cores(tmp_path / "absent") == (os.cpu_count() or 1)
+    assert physical_cores(cpuinfo, allowed={0, 1, 2, 3}) == 2
+    assert physical_cores(cpuinfo, allowed={1, 3}) == 1  # both threads of core 1 (taskset, a cpuset)
+    assert physical_cores(cpuinfo, allowed={0, 1}) == 2
+    assert physical_cores(tmp_path / "absent", allowed={0, 1, 2}) == 3
+    assert physical_cores(CPUINFO) == physical_cores(CPUINFO, allowed_cpus())  # this process's own CPUs
 
 
 def test_a_profiled_stage_writes_where_its_time_went_even_when_it_fails(tmp_path):

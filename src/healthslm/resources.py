@@ -26,12 +26,25 @@ def cpu_name() -> str:
     return match.group(1).strip() if match else platform.processor() or platform.machine()
 
 
-def physical_cores(cpuinfo: Path = CPUINFO) -> int:
-    """Cores, not hardware threads: llama.cpp decodes fastest with one thread per physical core (two threads
-    on one core share its load units). Falls back to the logical count where /proc/cpuinfo says nothing."""
-    text = _cpuinfo(cpuinfo)
-    cores = set(re.findall(r"^physical id\s*:\s*(\d+)\n(?:.*\n)*?core id\s*:\s*(\d+)", text, re.M))
-    return len(cores) or os.cpu_count() or 1
+def allowed_cpus() -> set[int]:
+    """The logical CPUs this process may run on (taskset, a container's cpuset; all of them otherwise)."""
+    if hasattr(os, "sched_getaffinity"):
+        return os.sched_getaffinity(0)
+    return set(range(os.cpu_count() or 1))
+
+
+def physical_cores(cpuinfo: Path = CPUINFO, allowed: set[int] | None = None) -> int:
+    """Cores this process may run on, not hardware threads: llama.cpp decodes fastest with one thread per
+    physical core (two threads on one core share its load units), and a process kept to fewer CPUs than the
+    machine has (taskset, a container's cpuset, a pinned test worker) must not start a thread per core it
+    cannot use. Falls back to the allowed logical count where /proc/cpuinfo says nothing."""
+    allowed = allowed_cpus() if allowed is None else allowed
+    cores = set()
+    for block in _cpuinfo(cpuinfo).split("\n\n"):
+        fields = dict(re.findall(r"^(processor|physical id|core id)\s*:\s*(\d+)", block, re.M))
+        if "core id" in fields and int(fields.get("processor", -1)) in allowed:
+            cores.add((fields.get("physical id"), fields["core id"]))
+    return len(cores) or len(allowed) or 1
 
 
 def process_seconds() -> float | None:
