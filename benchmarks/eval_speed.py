@@ -11,7 +11,7 @@ Then open-ended generation (MedQuAD answers, eval.text_max_new_tokens each): bat
 eval.text_batch_size grouped by length, with how many texts came out identical.
 
 Everything printed also goes to reports/benchmarks/eval_speed.json (--out), with the CPU that measured it:
-README's benchmark table is read from that committed file.
+The results page's benchmark table is read from that committed file.
 
     python benchmarks/eval_speed.py [--examples N] [--task pmdata_fatigue] [--modes zs,fs-3,fs-10]
                                     [--text-examples 16]

@@ -2,7 +2,7 @@
 
 Reads   every stage's reports/, the dataset pins, the paper's tables
         · every params block (the report prints them) · reports/benchmarks/eval_speed.json
-Writes  reports/report.md, reports/report.html, reports/figures/, reports/summary.md (README's results block)
+Writes  reports/report.md, reports/report.html, reports/figures/, reports/summary.md (docs/results.md's block)
 Calls   healthslm.report.report
 """
 

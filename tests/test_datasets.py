@@ -4,6 +4,7 @@ format's token economy, GLOBEM on a generated fixture, and a plug-in dataset fro
 import csv
 import hashlib
 import json
+import shutil
 import sys
 
 import pytest
@@ -15,6 +16,7 @@ from healthslm.params import Params, parse_params
 from healthslm.prepare import SKIPPED_FILE, prepare, read_records, read_toon_records, records_path
 from healthslm.prompts import compact_readings, question
 from healthslm.validate import validate
+from tests.conftest import ROOT
 
 EXPECTED_ROWS = {
     ("pmdata", "fatigue"): {"train": 690, "eval": 299},
@@ -146,8 +148,6 @@ def test_globem_bad_label_names_file_row_and_field(tmp_path):
 
 
 def test_imhi_csv_without_its_column_is_a_clear_error(tmp_path, raw_data):
-    import shutil
-
     folder = tmp_path / "data" / "dr"
     shutil.copytree(raw_data / "dr", folder)
     (folder / "DR_valid_complete.csv").write_text("post,question\nhello,there\n")
@@ -155,17 +155,7 @@ def test_imhi_csv_without_its_column_is_a_clear_error(tmp_path, raw_data):
         prepare(Params(), ["dr"], tmp_path / "data", tmp_path / "records", echo=lambda _: None)
 
 
-PLUGIN = """
-from healthslm.data.loaders import csv_text_dataset
-from healthslm.data.registry import register
-
-register(csv_text_dataset(
-    "isear_mini", task="emotion", files={"train": "train.csv", "eval": "test.csv"},
-    text_column="text", label_column="emotion", label_space=("joy", "fear", "anger"),
-    instruction="Which emotion does the writer describe?", answer_prefix="The emotion is",
-    license="research use", citation="Scherer & Wallbott, 1994",
-))
-"""
+EMOTIONS = ["joy", "fear", "anger", "sadness", "disgust", "shame", "guilt"]  # the shipped plug-in's labels
 
 
 def _trains_and_evaluates_as_declared(tmp_path, model_dir) -> None:
@@ -180,30 +170,28 @@ def _trains_and_evaluates_as_declared(tmp_path, model_dir) -> None:
     params = parse_params(
         {
             "model": str(model_dir),
-            "data": {"datasets": ["isear_mini"], "plugins": ["isear_plugin"]},
-            "train": {"examples_per_task": 6, "max_steps": 2, "merge": False, "wandb": {"enabled": False}},
-            "eval": {"mode": ["ft"], "limit": 6, "finetuned": str(tmp_path / "model")},
+            "data": {"datasets": ["isear"], "plugins": ["isear_plugin"]},
+            "train": {"examples_per_task": 7, "max_steps": 2, "merge": False, "wandb": {"enabled": False}},
+            "eval": {"mode": ["ft"], "limit": 7, "finetuned": str(tmp_path / "model")},
         }
     )
     records = tmp_path / "records"
     _, tokenizer = load_model_and_tokenizer(resolve_model(str(model_dir)))
     examples, _ = training_examples(params, tokenizer, True, 256, records)
     assert all(e["prompt"].endswith("The emotion is") for e in examples)
-    assert {e["completion"] for e in examples} <= {" joy.", " fear.", " anger."}
+    assert {e["completion"] for e in examples} <= {f" {emotion}." for emotion in EMOTIONS}
     train(params, records, tmp_path / "model", tmp_path / "ckpt", tmp_path / "live", echo=lambda _: None)
     out = tmp_path / "eval"
     results = evaluate(
         params, True, records, out / "pred", out / "m.json", out / "plots", echo=lambda _: None
     )
-    assert set(results["ft"]) == {"isear_mini_emotion"}  # no "<task>_explanation"
-    result = results["ft"]["isear_mini_emotion"]
-    assert result["n"] == 6 and result["invalid_rate"] == 0
-    assert result["labels"] == {"joy": 2, "fear": 2, "anger": 2}  # a stratified sample, not the first rows
-    spec = all_tasks()["isear_mini_emotion"]
-    rows = json.loads(
-        (out / "pred" / "finetuned" / "ft" / "isear_mini_emotion.jsonl").read_text().splitlines()[0]
-    )
-    record = next(r for r in read_records(records, "isear_mini", "emotion", "eval") if r["id"] == rows["id"])
+    assert set(results["ft"]) == {"isear_emotion"}  # no "<task>_explanation"
+    result = results["ft"]["isear_emotion"]
+    assert result["n"] == 7 and result["invalid_rate"] == 0
+    assert result["labels"] == dict.fromkeys(EMOTIONS, 1)  # a stratified sample, not the first rows
+    spec = all_tasks()["isear_emotion"]
+    rows = json.loads((out / "pred" / "finetuned" / "ft" / "isear_emotion.jsonl").read_text().splitlines()[0])
+    record = next(r for r in read_records(records, "isear", "emotion", "eval") if r["id"] == rows["id"])
     context = build_context(record, spec, tokenizer, True, "compact")
     assert context.endswith(
         f"{record['instruction']}\n{record['input']}<|im_end|>\n<|im_start|>assistant\nThe emotion is"
@@ -211,66 +199,49 @@ def _trains_and_evaluates_as_declared(tmp_path, model_dir) -> None:
     assert rows["prompt_sha256"] == hashlib.sha256(context.encode()).hexdigest()
 
 
-def test_a_plugin_adds_a_csv_text_dataset_without_touching_the_core(tmp_path, monkeypatch, tiny_model_dir):
+def test_the_shipped_plugin_adds_a_csv_text_dataset_without_touching_the_core(
+    tmp_path, monkeypatch, tiny_model_dir
+):
+    """plugins/isear_plugin.py as docs/adding-a-dataset.md says to use it: CSVs in data/isear/, the module
+    named in data.plugins, `isear` in data.datasets; prepared, gated, trained and evaluated as declared."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
     (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "isear_plugin.py").write_text(PLUGIN)
-    folder = tmp_path / "data" / "isear_mini"
+    shutil.copy(ROOT / "plugins" / "isear_plugin.py", tmp_path / "plugins" / "isear_plugin.py")
+    folder = tmp_path / "data" / "isear"
     folder.mkdir(parents=True)
-    emotions = ["joy", "fear", "anger"]
-    words = [
-        "river",
-        "garden",
-        "exam",
-        "storm",
-        "letter",
-        "train",
-        "dog",
-        "concert",
-        "hospital",
-        "wedding",
-        "bicycle",
-        "market",
-    ]
-    for name, first, count in (("train.csv", 0, 30), ("test.csv", 500, 12)):
+    words = ["river", "garden", "exam", "storm", "letter", "train", "dog", "concert", "hospital", "wedding",
+             "bicycle", "market"]  # fmt: skip
+    for name, first, count in (("train.csv", 0, 35), ("test.csv", 500, 14)):
         with (folder / name).open("w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["text", "emotion"])
             for i in range(first, first + count):
                 story = " ".join(words[(i * k) % len(words)] for k in (1, 5, 7))
-                writer.writerow(
-                    [f"Something about the {story} ({i * 7919}) made me feel it.", emotions[(i - first) % 3]]
-                )
+                emotion = EMOTIONS[(i - first) % len(EMOTIONS)]
+                writer.writerow([f"Something about the {story} ({i * 7919}) made me feel it.", emotion])
     try:
-        params = parse_params({"data": {"datasets": ["isear_mini"], "plugins": ["isear_plugin"]}})
-        prepare(params, ["isear_mini"], tmp_path / "data", tmp_path / "records", echo=lambda _: None)
-        records = read_records(tmp_path / "records", "isear_mini", "emotion", "eval")
-        assert len(records) == 12 and records[1]["label"] == "fear"
+        params = parse_params({"data": {"datasets": ["isear"], "plugins": ["isear_plugin"]}})
+        prepare(params, ["isear"], tmp_path / "data", tmp_path / "records", echo=lambda _: None)
+        records = read_records(tmp_path / "records", "isear", "emotion", "eval")
+        assert len(records) == 14 and records[1]["label"] == "fear"
         assert records[1]["output"] == "The emotion is fear."
         suites = validate(
-            params, "isear_mini", tmp_path / "records", tmp_path / "docs", tmp_path / "v", echo=lambda _: None
+            params, "isear", tmp_path / "records", tmp_path / "docs", tmp_path / "v", echo=lambda _: None
         )
-        assert set(suites) == {
-            "raw.train.csv",
-            "raw.test.csv",
-            "isear_mini_emotion.train",
-            "isear_mini_emotion.eval",
-        }
+        assert set(suites) == {"raw.train.csv", "raw.test.csv", "isear_emotion.train", "isear_emotion.eval"}
         # The raw files are gated on their declared columns, label space and the length bounds (params)
         lines = (folder / "test.csv").read_text().splitlines()
         (folder / "test.csv").write_text("\n".join([*lines[:4], "Help,joy", *lines[4:]]) + "\n")
         with pytest.raises(HealthSLMError) as error:
-            validate(
-                params, "isear_mini", tmp_path / "records", tmp_path / "docs", tmp_path / "v", echo=print
-            )
+            validate(params, "isear", tmp_path / "records", tmp_path / "docs", tmp_path / "v", echo=print)
         assert (
-            "isear_mini raw test.csv: field 'text' expect_column_value_lengths_to_be_between "
+            "isear raw test.csv: field 'text' expect_column_value_lengths_to_be_between "
             "(bound: [5, 20000], validate.min_input_chars, validate.max_prompt_chars): "
             "1 row(s), e.g. row 3 = 'Help'"
         ) in str(error.value)
         shorter = parse_params({**params.model_dump(by_alias=True), "validate": {"min_input_chars": 4}})
-        validate(shorter, "isear_mini", tmp_path / "records", tmp_path / "docs", tmp_path / "v", echo=print)
+        validate(shorter, "isear", tmp_path / "records", tmp_path / "docs", tmp_path / "v", echo=print)
         _trains_and_evaluates_as_declared(tmp_path, tiny_model_dir)
     finally:
-        DATASETS.pop("isear_mini", None)
+        DATASETS.pop("isear", None)

@@ -19,6 +19,7 @@ from healthslm.models import llama_sdist
 from healthslm.models.loader import model_location
 from healthslm.models.registry import resolve_model
 from healthslm.prompts import answer_continuation, build_context
+from healthslm.resources import physical_cores
 from healthslm.scoring import LabelScorer
 from healthslm.tasks import BUILTIN_TASKS
 from tests.conftest import ROOT
@@ -48,7 +49,7 @@ def _hf_greedy(model, ids: list[int]) -> list[int]:
 def _llama_greedy(path, ids: list[int]) -> list[int]:
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, n_threads=2, verbose=False)
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, n_threads=physical_cores(), verbose=False)
     tokens = []
     step = ids
     for _ in range(NEW_TOKENS):
@@ -103,8 +104,10 @@ def test_gguf_scoring_reuses_a_shared_prefix_and_scores_as_from_an_empty_cache(e
         items.append(scorer.tokenize(context, answers, False))  # as the ondevice stage tokenizes them
     assert max(map(len, items[0][1])) >= 2  # continuations past their first token are scored too
 
-    together = gguf_worker(str(local_gguf()), [], items, 2, 2, 1024)
-    alone = [gguf_worker(str(local_gguf()), [], [item], 2, 2, 1024)["scores"][0] for item in items]
+    together = gguf_worker(str(local_gguf()), [], items, 2, physical_cores(), 1024)
+    alone = [
+        gguf_worker(str(local_gguf()), [], [item], 2, physical_cores(), 1024)["scores"][0] for item in items
+    ]
     np.testing.assert_allclose(together["scores"], alone, atol=2e-3)
     assert "AMX_INT8 = 1" not in together["build"] and "CPU :" in together["build"]
 
@@ -133,7 +136,7 @@ def test_gguf_worker_times_raw_llama_cpp_on_the_same_tokens_and_scores_answers_i
     _, tokenizer = embedded
     items = _task_items("pmdata_readiness", tokenizer, pmdata_records, 2)  # answers 1..10: "10." is 3 tokens
     assert max(map(len, items[0][1])) >= 3
-    found = gguf_worker(str(local_gguf()), [items[0][0], items[1][0]], items, 6, 2, 1024)
+    found = gguf_worker(str(local_gguf()), [items[0][0], items[1][0]], items, 6, physical_cores(), 1024)
     raw = found["raw_llama_cpp"]
     for kind in ("prefill", "decode"):
         harness, alone = found[f"{kind}_tokens_per_s"], raw[f"{kind}_tokens_per_s"]
@@ -142,7 +145,9 @@ def test_gguf_worker_times_raw_llama_cpp_on_the_same_tokens_and_scores_answers_i
     # The reference: llama.cpp's own Python API (flash attention, as the worker), the prompt in one batch,
     # then an answer token by token.
     path = str(local_gguf())
-    llm = llama_cpp.Llama(model_path=path, n_ctx=1024, n_threads=2, flash_attn=True, verbose=False)
+    llm = llama_cpp.Llama(
+        model_path=path, n_ctx=1024, n_threads=physical_cores(), flash_attn=True, verbose=False
+    )
 
     def log_probs() -> np.ndarray:
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))

@@ -56,7 +56,7 @@ LAYERS = {
     ],
     "export/on-device": ["export", "ondevice", "twin_check"],
     "report/compare": ["html", "verdicts", "summary", "report", "compare", "study"],
-    "entry points": ["stage", "cli", "__main__"],
+    "entry points": ["stage", "configdoc", "cli", "__main__"],
 }
 
 

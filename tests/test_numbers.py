@@ -1,6 +1,6 @@
 """Honest numbers: fair samples, paired verdicts with intervals that respect overlapping windows, leak-free
-rows across tasks, the seed's own few-shot pools, comparisons that lead with what moved, and README results
-that are exactly what the committed reports say."""
+rows across tasks, the seed's own few-shot pools, comparisons that lead with what moved, and a results page
+(docs/results.md) that is exactly what the committed reports say."""
 
 import json
 import shutil
@@ -35,7 +35,7 @@ from healthslm.paths import (
 )
 from healthslm.prepare import eval_sample, fewshot_path, read_records
 from healthslm.report import merged_metrics, read_stage_times
-from healthslm.summary import origin_of, readme_block, readme_summary
+from healthslm.summary import RESULTS_PAGE, origin_of, readme_block, readme_summary
 from tests.conftest import ROOT
 
 TASKS = all_tasks()
@@ -258,13 +258,13 @@ def test_a_comparison_pairs_the_change_by_evaluates_rule(tmp_path, monkeypatch):
 
 @pytest.fixture
 def committed(tmp_path) -> Path:
-    """README, params and reports as the checked-out commit has them: a user's own `dvc repro` rewrites the
-    working tree's reports (other numbers on another machine, this commit's id), which must not turn this
-    red. Outside a git checkout, the working tree."""
+    """The results page, params and reports as the checked-out commit has them: a user's own `dvc repro`
+    rewrites the working tree's reports (other numbers on another machine, this commit's id), which must not
+    turn this red. Outside a git checkout, the working tree."""
     if not (ROOT / ".git").exists():
         return ROOT
     archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "HEAD", "README.md", "params.yaml", "reports"],
+        ["git", "-C", str(ROOT), "archive", "HEAD", str(RESULTS_PAGE), "params.yaml", "reports"],
         capture_output=True,
         check=True,
     )
@@ -272,11 +272,11 @@ def committed(tmp_path) -> Path:
     return tmp_path
 
 
-def test_readme_results_are_the_committed_reports(committed):
-    readme = (committed / "README.md").read_text(encoding="utf-8")
+def test_the_results_page_is_the_committed_reports(committed):
+    page = (committed / RESULTS_PAGE).read_text(encoding="utf-8")
     summary = (committed / SUMMARY_FILE).read_text(encoding="utf-8")
-    assert readme_block(readme) == summary, (
-        "README's results differ from reports/summary.md: `healthslm readme`"
+    assert readme_block(page) == summary, (
+        f"{RESULTS_PAGE} differs from reports/summary.md: run `healthslm readme`"
     )
     params = parse_params(yaml.safe_load((committed / "params.yaml").read_text()))
     metrics = merged_metrics((committed / METRICS_FILE, committed / FT_METRICS_FILE))
@@ -301,11 +301,11 @@ def test_readme_results_are_the_committed_reports(committed):
     assert regenerated == summary, "reports/summary.md does not follow from the committed reports"
 
 
-def test_the_readme_check_catches_a_changed_figure():
+def test_the_results_check_catches_a_changed_figure():
     summary = (ROOT / SUMMARY_FILE).read_text(encoding="utf-8")
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    page = (ROOT / RESULTS_PAGE).read_text(encoding="utf-8")
     number = next(token for token in summary.split() if token[:1].isdigit() and "." in token)
-    edited = readme.replace(number, "9" + number, 1)
+    edited = page.replace(number, "9" + number, 1)
     assert readme_block(edited) != summary
 
 

@@ -172,12 +172,23 @@ def report(params_file: Path) -> None:
 
 @cli.command()
 def readme() -> None:
-    """Copy the report stage's reports/summary.md into README.md's results block."""
+    """Copy the report stage's reports/summary.md into docs/results.md's results block."""
     from healthslm.paths import SUMMARY_FILE
-    from healthslm.summary import update_readme
+    from healthslm.summary import RESULTS_PAGE, update_readme
 
     changed = update_readme(SUMMARY_FILE)
-    click.echo(f"README.md: results block {'updated from' if changed else 'already matches'} {SUMMARY_FILE}")
+    click.echo(
+        f"{RESULTS_PAGE}: results block {'updated from' if changed else 'already matches'} {SUMMARY_FILE}"
+    )
+
+
+@cli.command("config-docs")
+def config_docs() -> None:
+    """Write docs/configuration.md: the params schema, params.yaml's comments, the environment variables."""
+    from healthslm.configdoc import CONFIG_DOC, write_configuration_page
+
+    changed = write_configuration_page()
+    click.echo(f"{CONFIG_DOC}: {'written' if changed else 'already up to date'}")
 
 
 @cli.command()

@@ -41,7 +41,7 @@ ONDEVICE_FILE = Path("reports/ondevice.json")
 ONDEVICE_FIGURE = Path("reports/ondevice/speed_vs_accuracy.png")
 
 REPORT_FILE = Path("reports/report.md")
-SUMMARY_FILE = Path("reports/summary.md")  # README's results block
+SUMMARY_FILE = Path("reports/summary.md")  # the results page (docs/results.md), written by the report stage
 EVAL_BENCHMARK = Path("reports/benchmarks/eval_speed.json")  # benchmarks/eval_speed.py's output
 CAPACITY_BENCHMARK = Path("reports/benchmarks/capacity.json")  # benchmarks/capacity.py's output
 TWIN_BENCHMARK = Path("reports/benchmarks/twins.json")  # benchmarks/twins.py: each preset's twin round trip

@@ -156,7 +156,7 @@ def prepare_dataset(spec: DatasetSpec, params: Params, data_dir: Path, out_dir: 
         if spec.user_supplied and missing:
             reason = (
                 f"{spec.name}: skipped, no {', '.join(missing)} in {data_dir / spec.raw_dir}/ "
-                "(user-supplied data; see README)"
+                "(user-supplied data; see docs/data.md)"
             )
             write_json(tmp / SKIPPED_FILE, {"dataset": spec.name, "reason": reason})
             echo(reason)

@@ -39,7 +39,7 @@ from healthslm.paths import (
 )
 from healthslm.paths import VALIDATION_DIR as SUMMARY_DIR
 from healthslm.plots import pyplot, save_png
-from healthslm.summary import made_by, readme_summary
+from healthslm.summary import RESULTS_PAGE, made_by, readme_summary
 from healthslm.tasks import TaskSpec
 from healthslm.verdicts import Verdict, task_verdicts, verdict_figure, verdict_summary, with_interval
 
@@ -810,4 +810,4 @@ def report(
     write_text(html_file, markdown_to_html(markdown, "healthslm report", out_file.parent))
     echo(f"wrote {html_file}")
     echo(f"wrote {out_file}")
-    echo(f"wrote {summary_file} (`healthslm readme` puts it in README.md)")
+    echo(f"wrote {summary_file} (`healthslm readme` puts it in {RESULTS_PAGE})")

@@ -1,6 +1,6 @@
-"""README's results, written from the committed reports so they cannot drift: the report stage writes
-reports/summary.md, `healthslm readme` copies it between README's markers, and a test fails when the two
-differ or when the summary no longer follows from the reports it names."""
+"""The default run's results page (docs/results.md), written from the committed reports so it cannot drift:
+the report stage writes reports/summary.md, `healthslm readme` copies it between the page's markers, and a
+test fails when the two differ or when the summary no longer follows from the reports it names."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from healthslm.verdicts import Verdict, task_verdicts, verdict_summary, with_int
 
 BEGIN = "<!-- results: generated from reports/ by the report stage; `healthslm readme` updates it -->"
 END = "<!-- /results -->"
+RESULTS_PAGE = Path("docs/results.md")  # where the summary is shown; its links are relative to docs/
 CODE_PATHS = ("src", "stages", "params.yaml", "dvc.yaml")
 
 
@@ -273,7 +274,7 @@ def readme_summary(
         "",
         _run_line(params, preset, training, metrics["efficiency"], origin),
         "",
-        f"![model − best baseline, per task and mode]({FIGURES_DIR.as_posix()}/verdicts.png)",
+        f"![model − best baseline, per task and mode](../{FIGURES_DIR.as_posix()}/verdicts.png)",
         "",
         *verdict_summary(verdicts),
         "",
@@ -308,14 +309,15 @@ def origin_of(summary: str) -> str:
 
 def readme_block(readme: str) -> str:
     if BEGIN not in readme or END not in readme:
-        raise HealthSLMError(f"README.md: no generated results block ({BEGIN} ... {END})")
+        raise HealthSLMError(f"{RESULTS_PAGE}: no generated results block ({BEGIN} ... {END})")
     start = readme.index(BEGIN)
     return readme[start : readme.index(END, start) + len(END)] + "\n"
 
 
-def update_readme(summary_file: Path, readme_file: Path = Path("README.md")) -> bool:
-    """Put the summary between README's markers; False when it was already there."""
-    readme, summary = readme_file.read_text(encoding="utf-8"), summary_file.read_text(encoding="utf-8")
+def update_readme(summary_file: Path, readme_file: Path = RESULTS_PAGE) -> bool:
+    """Put the summary between the results page's markers; False when it was already there."""
+    summary = summary_file.read_text(encoding="utf-8")  # first: a missing summary names the stage to run
+    readme = readme_file.read_text(encoding="utf-8")
     block = readme_block(readme)
     if block == summary:
         return False

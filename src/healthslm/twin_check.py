@@ -16,6 +16,7 @@ from healthslm.ondevice import gguf_worker
 from healthslm.params import Params
 from healthslm.prepare import available_tasks, read_records
 from healthslm.prompts import answer_continuation, build_context, trainer_prompt
+from healthslm.resources import physical_cores
 from healthslm.scoring import LabelScorer
 
 LOGLIK_TOLERANCE = 0.05  # nats per answer: f16 weights and llama.cpp's kernels; measured up to 0.013
@@ -73,7 +74,7 @@ def check_twin(
         gguf = convert(folder, Path(tmp) / "model-f16.gguf")
         tokens = llama_cpp_tokens(gguf, [trainer_prompt(text, tokenizer, chat) for text, _, _ in items])
         n_ctx = max(len(context) + max(map(len, conts)) for context, conts in scoring) + 8
-        gguf_scores = gguf_worker(str(gguf), [], scoring, 0, 2, n_ctx)["scores"]
+        gguf_scores = gguf_worker(str(gguf), [], scoring, 0, physical_cores(), n_ctx)["scores"]
     hf_scores = hf_label_scores(model, scoring)
     pairs = list(zip(hf_scores, gguf_scores, strict=True))
     differences = [abs(a - b) for hf, gg in pairs for a, b in zip(hf, gg, strict=True)]

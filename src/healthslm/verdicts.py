@@ -1,5 +1,6 @@
 """Per task and mode: does the model beat the best baseline on the same rows? Read from the evaluate
-stages' metrics (the paired difference and its interval), for the report, README and `healthslm compare`."""
+stages' metrics (the paired difference and its interval), for the report, the results page and
+`healthslm compare`."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Converters for upstream data that GitHub serves in another form than the loaders read.
 
 MedQuAD ships thousands of XML files; `medquad_jsonl` turns the repository's archive zip into one JSONL record
-per answered question, byte for byte the form the pinned sha256 describes (see README, "Data").
+per answered question, byte for byte the form the pinned sha256 describes (docs/data.md).
 """
 
 from __future__ import annotations

@@ -256,8 +256,8 @@ def write_user_supplied_placeholders(dest_root: Path) -> None:
             readme.parent.mkdir(parents=True, exist_ok=True)
             text = (
                 f"# {spec.name}: user-supplied ({spec.license})\n\n"
-                f"Put {', '.join(spec.required_files)} here, "
-                f"then `dvc add data`. Without them the pipeline skips {spec.name}. Schema: see README.md.\n"
+                f"Put {', '.join(spec.required_files)} here, then `dvc add data`. "
+                f"Without them the pipeline skips {spec.name}. Schema: see docs/data.md.\n"
             )
             if not readme.exists() or readme.read_text() != text:
                 readme.write_text(text)
